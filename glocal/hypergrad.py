@@ -1,0 +1,327 @@
+"""Exact hypergradients of a validation loss through unrolled inner training.
+
+Every engine takes the same two pure functions:
+
+* ``step_fn(state, phi, batch) -> state`` — one inner step (see :class:`glocal.TrainingDynamics`);
+* ``val_fn(state, phi) -> scalar`` — the meta objective,
+
+plus a start state ``state`` (theta_s, any point of training), the hyperparameters ``phi`` and
+the window's batches. The hypergradient over the window s -> t is
+``h_{s->t} = d val_fn(theta_t, phi) / d phi`` with theta_s held fixed.
+
+* :func:`forward_trajectory` — forward-mode accumulation ``Z_{t+1} = A_t Z_t + B_t``; all
+  h_{s->t} of the window in one pass, memory O(p q) independent of the window length.
+* :func:`reverse_hypergradient` — unrolled reverse mode for one h_{s->T}; memory O(T p), or
+  O(sqrt(T) p) with checkpointing.
+* :func:`reverse_window_hypergradients` — reverse mode for a chosen subset of the h_{s->t},
+  all cotangent chains batched with ``vmap`` (cheap when q is large).
+* :func:`finite_difference_hypergradient` — central differences, for checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.func import grad as func_grad
+from torch.func import jvp, vjp, vmap
+
+__all__ = [
+    "ForwardTrajectory",
+    "ReverseResult",
+    "forward_trajectory",
+    "reverse_hypergradient",
+    "reverse_window_hypergradients",
+    "finite_difference_hypergradient",
+    "unroll",
+]
+
+StepFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+ValFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ForwardTrajectory:
+    """Result of :func:`forward_trajectory`.
+
+    ``h[k]`` is the hypergradient h_{s -> s + steps[k]}; ``final_state`` is theta at the end of
+    the window; ``Z`` (q x P) the final state-tangent matrix d theta_t / d phi.
+    """
+
+    h: torch.Tensor
+    steps: list[int]
+    final_state: torch.Tensor
+    Z: torch.Tensor
+    val_losses: torch.Tensor
+
+    @property
+    def local(self) -> torch.Tensor:
+        """The local hypergradient h_{s->s+tau} (last recorded entry)."""
+        return self.h[-1]
+
+
+@dataclass
+class ReverseResult:
+    """Result of :func:`reverse_hypergradient`: h_{s->T}, theta_T and the validation loss at T."""
+
+    h: torch.Tensor
+    final_state: torch.Tensor
+    val_loss: float
+
+
+def _check_inputs(state: torch.Tensor, phi: torch.Tensor, batches: Sequence[Any]) -> None:
+    if not isinstance(state, torch.Tensor) or state.ndim != 1:
+        raise ValueError(f"state must be a 1-D tensor (the flat inner state), got shape {tuple(state.shape)}")
+    if not isinstance(phi, torch.Tensor) or phi.ndim != 1:
+        raise ValueError(f"phi must be a 1-D tensor of hyperparameters, got shape {tuple(phi.shape)}")
+    if len(batches) == 0:
+        raise ValueError("batches is empty: a hypergradient needs at least one inner step")
+
+
+def _val_grads(val_fn: ValFn, state: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(d val / d state, d val / d phi, val) at (state, phi)."""
+
+    def with_aux(s: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = val_fn(s, p)
+        return v, v.detach()
+
+    (gs, gp), v = func_grad(with_aux, argnums=(0, 1), has_aux=True)(state, phi)
+    return gs, gp, v
+
+
+def unroll(step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batches: Iterable[Any]) -> torch.Tensor:
+    """Run the inner steps without recording derivatives; return the final state."""
+    with torch.no_grad():
+        for batch in batches:
+            state = step_fn(state, phi, batch)
+    return state
+
+
+def forward_trajectory(
+    step_fn: StepFn,
+    val_fn: ValFn,
+    state: torch.Tensor,
+    phi: torch.Tensor,
+    batches: Sequence[Any],
+    *,
+    chunk_size: int | None = None,
+    record: Iterable[int] | None = None,
+    Z0: torch.Tensor | None = None,
+) -> ForwardTrajectory:
+    """Exact h_{s->t} for every step t of a window, by forward-mode accumulation.
+
+    ``Z_{t+1} = A_t Z_t + B_t`` with ``A_t = d step / d state`` and ``B_t = d step / d phi``;
+    each column of Z is pushed through the step as a Jacobian-vector product, ``vmap``-ed over
+    the q hyperparameter directions (``chunk_size`` columns at a time bounds the extra memory
+    for q in the thousands). Then ``h_{s->t} = Z_t^T grad val(theta_t) + d val / d phi``.
+
+    Parameters
+    ----------
+    record:
+        1-based window offsets t - s at which to record h (default: every step). Recording
+        costs one gradient of ``val_fn``; the Z recursion runs every step regardless.
+    Z0:
+        Initial tangent matrix (q x P); zero by default, i.e. theta_s held fixed.
+
+    Returns
+    -------
+    ForwardTrajectory
+        with ``h`` of shape (number of recorded steps, q). Memory does not grow with the
+        window length beyond the (steps x q) output.
+    """
+    _check_inputs(state, phi, batches)
+    q, P = phi.numel(), state.numel()
+    record_set = None if record is None else {int(r) for r in record}
+    if record_set is not None and not record_set:
+        raise ValueError("record is empty: nothing to return")
+    Z = torch.zeros(q, P, dtype=state.dtype, device=state.device) if Z0 is None else Z0
+    if Z.shape != (q, P):
+        raise ValueError(f"Z0 must have shape (q, P) = ({q}, {P}), got {tuple(Z.shape)}")
+    eye = torch.eye(q, dtype=phi.dtype, device=phi.device)
+    hs: list[torch.Tensor] = []
+    vals: list[torch.Tensor] = []
+    steps: list[int] = []
+    state = state.detach()
+    phi = phi.detach()
+    for k, batch in enumerate(batches, start=1):
+
+        def f(s: torch.Tensor, p: torch.Tensor, _batch: Any = batch) -> torch.Tensor:
+            return step_fn(s, p, _batch)
+
+        def push(z: torch.Tensor, e: torch.Tensor, _s: torch.Tensor = state) -> tuple[torch.Tensor, torch.Tensor]:
+            return jvp(f, (_s, phi), (z, e))
+
+        new_state, Z = vmap(push, chunk_size=chunk_size)(Z, eye)
+        state = new_state[0].detach()
+        Z = Z.detach()
+        if record_set is None or k in record_set:
+            gs, gp, v = _val_grads(val_fn, state, phi)
+            hs.append(Z @ gs + gp)
+            vals.append(v)
+            steps.append(k)
+    if record_set is not None:
+        missing = sorted(r for r in record_set if r < 1 or r > len(batches))
+        if missing:
+            raise ValueError(f"record offsets {missing} lie outside the window 1..{len(batches)}")
+    return ForwardTrajectory(
+        h=torch.stack(hs), steps=steps, final_state=state, Z=Z, val_losses=torch.stack(vals)
+    )
+
+
+def _checkpoint_interval(checkpoint: None | str | int, T: int) -> int:
+    if checkpoint is None:
+        return 1
+    if checkpoint == "sqrt":
+        return max(1, math.ceil(math.sqrt(T)))
+    if isinstance(checkpoint, int) and checkpoint >= 1:
+        return checkpoint
+    raise ValueError(f"checkpoint: expected None, 'sqrt' or a positive int, got {checkpoint!r}")
+
+
+def reverse_hypergradient(
+    step_fn: StepFn,
+    val_fn: ValFn,
+    state: torch.Tensor,
+    phi: torch.Tensor,
+    batches: Sequence[Any],
+    *,
+    checkpoint: None | str | int = None,
+) -> ReverseResult:
+    """Exact h_{s->T} by unrolled reverse mode (one backward chain of vector-Jacobian products).
+
+    The forward pass stores the inner states (every one by default: memory O(T p)); with
+    ``checkpoint='sqrt'`` (or an int k) it stores every k-th state and recomputes each segment
+    during the backward pass: memory O((T/k + k) p) = O(sqrt(T) p), at the price of one more
+    forward pass. The backward pass recomputes each step's graph from its stored state, so the
+    autograd graph of only one step is alive at a time.
+    """
+    _check_inputs(state, phi, batches)
+    T = len(batches)
+    k = _checkpoint_interval(checkpoint, T)
+    phi = phi.detach()
+    saved: dict[int, torch.Tensor] = {0: state.detach()}
+    s = state.detach()
+    with torch.no_grad():
+        for t, batch in enumerate(batches):
+            s = step_fn(s, phi, batch)
+            if (t + 1) % k == 0 and t + 1 < T:
+                saved[t + 1] = s
+    final_state = s
+    lam, g_phi, v = _val_grads(val_fn, final_state, phi)
+    g_phi = g_phi.clone()
+    # Walk the segments backwards; inside a segment recompute its states from the checkpoint.
+    seg_starts = sorted(saved)
+    for seg_start in reversed(seg_starts):
+        seg_end = min(seg_start + k, T)
+        states = [saved[seg_start]]
+        with torch.no_grad():
+            for t in range(seg_start, seg_end - 1):
+                states.append(step_fn(states[-1], phi, batches[t]))
+        for t in range(seg_end - 1, seg_start - 1, -1):
+
+            def f(s_: torch.Tensor, p_: torch.Tensor, _batch: Any = batches[t]) -> torch.Tensor:
+                return step_fn(s_, p_, _batch)
+
+            _, vjp_fn = vjp(f, states[t - seg_start], phi)
+            lam, dphi = vjp_fn(lam)
+            g_phi = g_phi + dphi
+            lam = lam.detach()
+        del states
+    return ReverseResult(h=g_phi.detach(), final_state=final_state, val_loss=float(v))
+
+
+def reverse_window_hypergradients(
+    step_fn: StepFn,
+    val_fn: ValFn,
+    state: torch.Tensor,
+    phi: torch.Tensor,
+    batches: Sequence[Any],
+    record_steps: Iterable[int] | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> ForwardTrajectory:
+    """h_{s->t} for the recorded window offsets t, by reverse mode with batched cotangents.
+
+    One backward chain per recorded step would cost tau(tau+1)/2 vector-Jacobian products;
+    here every chain that is alive at a step shares that step's linearization and the chains
+    are pushed together with ``vmap`` — still O(tau * len(record)) products, but batched.
+    Memory: the window's states, O(tau p), plus one cotangent per recorded step.
+    The result has the same layout as :func:`forward_trajectory` (``Z`` is empty).
+    """
+    _check_inputs(state, phi, batches)
+    T = len(batches)
+    rec = list(range(1, T + 1)) if record_steps is None else sorted({int(r) for r in record_steps})
+    if not rec:
+        raise ValueError("record_steps is empty: nothing to return")
+    if rec[0] < 1 or rec[-1] > T:
+        raise ValueError(f"record_steps must lie in 1..{T}, got {rec[0]}..{rec[-1]}")
+    phi = phi.detach()
+    states = [state.detach()]
+    with torch.no_grad():
+        for batch in batches:
+            states.append(step_fn(states[-1], phi, batch))
+    q = phi.numel()
+    order: list[int] = []
+    vals: dict[int, torch.Tensor] = {}
+    rec_set = set(rec)
+    Lam = torch.zeros(0, state.numel(), dtype=state.dtype, device=state.device)
+    G = torch.zeros(0, q, dtype=phi.dtype, device=phi.device)
+    for t in range(T, 0, -1):
+        if t in rec_set:
+            lam, gp, v = _val_grads(val_fn, states[t], phi)
+            order.append(t)
+            vals[t] = v
+            Lam = torch.cat([Lam, lam[None]])
+            G = torch.cat([G, gp[None]])
+
+        if Lam.shape[0] == 0:  # no chain alive yet (only early steps recorded)
+            continue
+
+        def f(s_: torch.Tensor, p_: torch.Tensor, _batch: Any = batches[t - 1]) -> torch.Tensor:
+            return step_fn(s_, p_, _batch)
+
+        _, vjp_fn = vjp(f, states[t - 1], phi)
+        dS, dP = vmap(vjp_fn, chunk_size=chunk_size)(Lam)
+        Lam = dS.detach()
+        G = G + dP.detach()
+    # ``order`` is descending in t; return ascending like forward_trajectory.
+    idx = torch.tensor(list(reversed(range(len(order)))), device=G.device)
+    steps = list(reversed(order))
+    return ForwardTrajectory(
+        h=G[idx],
+        steps=steps,
+        final_state=states[-1],
+        Z=torch.zeros(0, dtype=state.dtype, device=state.device),
+        val_losses=torch.stack([vals[t] for t in steps]),
+    )
+
+
+def finite_difference_hypergradient(
+    step_fn: StepFn,
+    val_fn: ValFn,
+    state: torch.Tensor,
+    phi: torch.Tensor,
+    batches: Sequence[Any],
+    *,
+    eps: float = 1e-5,
+    indices: Iterable[int] | None = None,
+) -> torch.Tensor:
+    """Central finite differences of val(theta_T(phi)) in each coordinate of phi (for checks).
+
+    Costs 2 q unrolls; use float64. ``indices`` restricts the coordinates (others are NaN).
+    """
+    _check_inputs(state, phi, batches)
+    phi = phi.detach()
+    out = torch.full_like(phi, float("nan"))
+    idx = range(phi.numel()) if indices is None else indices
+    with torch.no_grad():
+        for j in idx:
+            e = torch.zeros_like(phi)
+            e[j] = eps
+            plus = val_fn(unroll(step_fn, state, phi + e, batches), phi + e)
+            minus = val_fn(unroll(step_fn, state, phi - e, batches), phi - e)
+            out[j] = (plus - minus) / (2 * eps)
+    return out
