@@ -1,9 +1,9 @@
 """Theory checks for glocal: exact quadratic bilevel problems, error bounds and complexity formulas."""
 
 from theory_checks.bounds import (
-    cost_glocal,
     cost_global_forward,
     cost_global_reverse,
+    cost_glocal,
     cost_local,
     error_bound,
     expected_slope,

@@ -1,11 +1,11 @@
 """Error bounds (DESIGN.md section 2) and the complexity formulas of the DESIGN.md table.
 
 Error bound.  With the exact Koopman modes of a hypergradient sequence,
-``h_t - h_inf = sum_{mu != 1} P_mu(t) mu^t`` with ``P_mu(t) = sum_{m < m_mu} c_{mu,m} t^m`` (Jordan block of size
-m_mu), the triangle inequality gives, for every T >= 1,
+``h_t - h_inf = sum_{mu != 1} P_mu(t) mu^t`` with ``P_mu(t) = sum_{m < m_mu} c_{mu,m} t^m`` (Jordan block
+of size m_mu), the triangle inequality gives, for every T >= 1,
 
-    ||h_T - h_inf|| <= sum_mu sum_m ||c_{mu,m}|| T^m |mu|^T                  (``error_bound(..., form='terms')``)
-                    <= sum_mu (sum_m ||c_{mu,m}||) T^(m_mu - 1) |mu|^T        (``form='jordan'``, DESIGN.md)
+    ||h_T - h_inf|| <= sum_mu sum_m ||c_{mu,m}|| T^m |mu|^T             (``error_bound(..., form='terms')``)
+                    <= sum_mu (sum_m ||c_{mu,m}||) T^(m_mu - 1) |mu|^T   (``form='jordan'``, DESIGN.md)
                     <= C(rho') rho'^T   for any rho' > max|mu| (= max|mu| if no Jordan block sits there)
 
 Here the observable g is the identity on h, so ``||g^dagger v_j||`` is absorbed into ``||c_j||``.
@@ -34,6 +34,8 @@ __all__ = [
     "expected_slope",
     "expected_memory_slope",
     "SLOPES",
+    "MEMORY_SLOPES",
+    "fit_loglog_slope",
 ]
 
 
@@ -90,8 +92,8 @@ def _sup_power_geometric(m: int, ratio: float) -> float:
 def geometric_constant(problem_or_modes, rho: float | None = None) -> tuple[float, float]:
     """(C, rho) with ||h_T - h_inf|| <= C rho^T for all T >= 1.
 
-    Default rho: the largest |mu| (mu != 1) if no Jordan block (m > 1) has that modulus, else the midpoint between
-    it and the next admissible value towards 1 (rho_max + (1 - rho_max)/4)."""
+    Default rho: the largest |mu| (mu != 1) if no Jordan block (m > 1) has that modulus, else
+    rho_max + (1 - rho_max)/4."""
     terms = _terms(problem_or_modes)
     if not terms:
         return 0.0, 0.0 if rho is None else rho
@@ -102,8 +104,8 @@ def geometric_constant(problem_or_modes, rho: float | None = None) -> tuple[floa
     C = 0.0
     for amu, m, c, _ in terms:
         ratio = amu / rho
-        # C rho^T >= c T^m amu^T  <=>  C >= c sup_T T^m ratio^T / rho^0 ; divide by rho^T: need c T^m ratio^T <= C
-        C += c * (_sup_power_geometric(m, ratio) / ratio if m == 0 and ratio > 0 else _sup_power_geometric(m, ratio))
+        # c T^m amu^T <= C_term rho^T for all T >= 1  <=>  C_term = c sup_T T^m (amu / rho)^T
+        C += c * _sup_power_geometric(m, ratio)
     return C, rho
 
 
@@ -113,9 +115,9 @@ def geometric_bound(problem_or_modes, T, rho: float | None = None) -> torch.Tens
     return C * r**T_t
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# complexity (per hyperparameter update; c = cost of one training step, p = #inner state, q = #hyperparameters)
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
+# complexity per hyperparameter update (c = cost of one training step, p = #inner state, q = #hyperparams)
+# ----------------------------------------------------------------------------------------------------
 def cost_global_reverse(T, c=1.0):
     """Reverse-mode (backprop through training) over the full horizon: O(T c)."""
     return T * c
@@ -210,7 +212,9 @@ ALIASES = {
     "glocal_estimate": "dmd",
     "finite_difference_hypergradient": "finite_difference",
 }
-_VAR_ALIASES = {"T": "T", "tau": "tau", "window": "tau", "q": "q", "d": "d", "delay": "d", "r": "r", "rank": "r"}
+_VAR_ALIASES = {
+    "T": "T", "tau": "tau", "window": "tau", "q": "q", "d": "d", "delay": "d", "r": "r", "rank": "r"
+}
 
 
 def _key(method: str, variable: str) -> tuple[str, str]:
@@ -223,7 +227,7 @@ def _key(method: str, variable: str) -> tuple[str, str]:
 
 
 def expected_slope(method: str, variable: str) -> float:
-    """Expected log-log slope of time vs ``variable`` for ``method`` (e.g. ('forward_trajectory', 'tau') -> 1)."""
+    """Expected log-log slope of time vs ``variable`` for ``method``; ('forward_trajectory', 'tau') -> 1."""
     key = _key(method, variable)
     if key not in SLOPES:
         raise KeyError(f"no expected slope for {key}; known: {sorted(SLOPES)}")

@@ -1,18 +1,20 @@
 """Synthetic quadratic bilevel problems with exact (closed-form) hypergradient trajectories.
 
 Inner problem: l(theta, phi) = 1/2 theta^T H(phi) theta - b(phi)^T theta, solved by gradient descent
-``theta_{t+1} = theta_t - alpha(phi) (H(phi) theta_t - b(phi))``, i.e. ``theta_{t+1} = A theta_t + alpha b`` with
-``A = I - alpha H``.  Outer (validation) loss ``L_val(theta) = 1/2 ||X_v theta - y_v||^2 / N_v``.
+``theta_{t+1} = theta_t - alpha(phi) (H(phi) theta_t - b(phi))``, i.e. ``theta_{t+1} = A theta_t + alpha b``
+with ``A = I - alpha H``.  Outer (validation) loss ``L_val(theta) = 1/2 ||X_v theta - y_v||^2 / N_v``.
 
 Everything here is float64 torch and independent of :mod:`glocal`.
 
-Closed forms (U, a: eigenvectors / eigenvalues of the symmetric A; e_0 = theta_0 - theta^*; ~ = in the eigenbasis):
+Closed forms (U, a: eigenvectors / eigenvalues of the symmetric A; e_0 = theta_0 - theta^*;
+~ = coordinates in the eigenbasis):
 
 * ``theta_t = theta^* + A^t e_0``.
 * Differentiating the recursion w.r.t. phi_k gives ``Z_{t+1} = A Z_t - alpha J_k - M_k A^t e_0`` with
   ``J_k = dH_k theta^* - db_k`` and ``M_k = dalpha_k H + alpha dH_k``; summing the geometric series,
-  ``Z_t[:, k] = (I - A^t) Z^*_k - U (M~_k o D_t) e~_0`` where ``Z^*_k = -H^{-1} J_k`` (implicit function theorem)
-  and ``D_t[i, j] = sum_{s<t} a_i^(t-1-s) a_j^s`` is the divided difference of x -> x^t (Daleckii-Krein);
+  ``Z_t[:, k] = (I - A^t) Z^*_k - U (M~_k o D_t) e~_0`` where ``Z^*_k = -H^{-1} J_k`` (implicit function
+  theorem) and ``D_t[i, j] = sum_{s<t} a_i^(t-1-s) a_j^s`` is the divided difference of x -> x^t
+  (Daleckii-Krein);
   ``D_t[i, i] = t a_i^(t-1)`` produces the Jordan (t mu^t) terms.
 * ``h_t = Z_t^T grad L_val(theta_t)`` and ``h_inf = Z^*^T grad L_val(theta^*)``.
 """
@@ -41,9 +43,9 @@ __all__ = [
 ]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # numerics helpers
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _as_t(t) -> torch.Tensor:
     t = torch.as_tensor(t, dtype=DTYPE)
     if torch.any(t < 0) or torch.any(t != torch.round(t)):
@@ -54,9 +56,10 @@ def _as_t(t) -> torch.Tensor:
 def divided_power(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``D_t(x, y) = sum_{s=0}^{t-1} x^(t-1-s) y^s`` = (x^t - y^t)/(x - y), = t x^(t-1) when x == y.
 
-    Broadcasts over x, y, t (t non-negative integers stored as float64).  Numerically stable for close x, y of the
-    same sign: with m = (x+y)/2, r = (x-y)/(x+y), ``D = m^(t-1) (1-r^2)^(t/2) sinh(t atanh r) / r`` evaluated in log
-    space; the direct quotient is used when |r| >= 1/2 or x, y have opposite signs (no cancellation there).
+    Broadcasts over x, y, t (t non-negative integers stored as float64).  Numerically stable for close x, y of
+    the same sign: with m = (x+y)/2, r = (x-y)/(x+y), ``D = m^(t-1) (1-r^2)^(t/2) sinh(t atanh r) / r``
+    evaluated in log space; the direct quotient is used when |r| >= 1/2 or x, y have opposite signs (no
+    cancellation there).
     """
     x, y, t = torch.broadcast_tensors(
         torch.as_tensor(x, dtype=DTYPE), torch.as_tensor(y, dtype=DTYPE), torch.as_tensor(t, dtype=DTYPE)
@@ -140,15 +143,15 @@ class Mode:
         return (pw @ self.coefs) * torch.pow(torch.as_tensor(self.mu, dtype=DTYPE), t)[..., None]
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # problem
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 @dataclass
 class QuadraticProblem:
     """A quadratic bilevel problem with closed-form theta_t, Z_t = d theta_t / d phi and h_t.
 
-    ``H_fn(phi) -> [p, p]`` (symmetric positive definite), ``b_fn(phi) -> [p]``, ``alpha_fn(phi) -> scalar`` must be
-    differentiable torch functions; derivatives at ``phi`` are obtained with ``torch.func.jacfwd``.
+    ``H_fn(phi) -> [p, p]`` (symmetric positive definite), ``b_fn(phi) -> [p]``, ``alpha_fn(phi) -> scalar``
+    must be differentiable torch functions; derivatives at ``phi`` are obtained with ``torch.func.jacfwd``.
     """
 
     kind: str
@@ -174,7 +177,8 @@ class QuadraticProblem:
         self.dH = torch.func.jacfwd(self.H_fn)(phi).detach()  # [p, p, q]
         self.dH = (self.dH + self.dH.transpose(0, 1)) / 2
         self.db = torch.func.jacfwd(self.b_fn)(phi).detach()  # [p, q]
-        self.dalpha = torch.func.jacfwd(lambda x: torch.as_tensor(self.alpha_fn(x), dtype=DTYPE))(phi).detach()
+        alpha_t = lambda x: torch.as_tensor(self.alpha_fn(x), dtype=DTYPE)  # noqa: E731
+        self.dalpha = torch.func.jacfwd(alpha_t)(phi).detach()
         self.dalpha = self.dalpha.reshape(-1)  # [q]
         self.p = self.H.shape[0]
         self.q = phi.numel()
@@ -243,11 +247,11 @@ class QuadraticProblem:
         return torch.einsum("...pk,...p->...k", self.Z(t), self.val_grad(self.theta(t)))
 
     def h_trajectory(self, T: int, start: int = 0) -> torch.Tensor:
-        """Tensor[T, q] with row k = h_{start + k + 1} (the glocal.hypergrad.forward_trajectory convention)."""
+        """Tensor[T, q], row k = h_{start + k + 1} (the glocal.hypergrad.forward_trajectory convention)."""
         return self.h(torch.arange(start + 1, start + T + 1, dtype=DTYPE))
 
     def h_inf(self) -> torch.Tensor:
-        """Implicit-function-theorem limit -(d_phi grad_theta l)^T H^{-1} grad L_val(theta*) (0 for step_size)."""
+        """IFT limit -(d_phi grad_theta l)^T H^{-1} grad L_val(theta*) (0 for step_size)."""
         return self.Z_star.T @ self.val_grad(self.theta_star)
 
     # ---------------- glocal engine interface ----------------
@@ -273,7 +277,7 @@ class QuadraticProblem:
 
     # ---------------- Koopman structure ----------------
     def _raw_terms(self):
-        """Expansion of w_t = U^T Z_t ([p, q]) and U^T grad L_val(theta_t) ([p]) into terms (mu, power, coef)."""
+        """Expansions of w_t = U^T Z_t ([p, q]) and U^T grad L_val(theta_t) ([p]) as (mu, power, coef)."""
         p, a = self.p, self.a
         w_terms: list[tuple[float, int, torch.Tensor]] = [(1.0, 0, self.Zt_star.clone())]
         # - a^t o z~*
@@ -307,7 +311,7 @@ class QuadraticProblem:
         """Exact Koopman modes of h_t: h_t = sum_j sum_m coefs_j[m] t^m mu_j^t for all t >= 0.
 
         Built by multiplying out the term expansions of Z_t and grad L_val(theta_t); eigenvalues closer than
-        ``merge_tol * max(1, |mu|)`` are merged, terms with coefficient norm below ``zero_tol * scale`` dropped.
+        ``merge_tol * max(1, |mu|)`` are merged, terms with coefficients below ``zero_tol * scale`` dropped.
         Sorted by decreasing |mu| (the mu = 1 mode, if present, is first and equals h_inf).
         """
         if self._modes is not None:
@@ -362,13 +366,89 @@ class QuadraticProblem:
         """n by counting: sum of Jordan block sizes of the modes with nonzero coefficients."""
         return sum(md.size for md in self.modes())
 
-    def koopman_dimension(self, T_long: int = 400, tol: float | None = 1e-10, coordinate: int | None = None,
-                          start: int = 0) -> int:
-        """Numerical rank of a long (block) Hankel matrix of the exact sequence h_{start+1..start+T_long}."""
-        seq = self.h_trajectory(T_long, start=start)
+    def h_trajectory_mp(self, T: int, dps: int = 60) -> list[list]:
+        """h_1..h_T by the direct recursion (theta and Z) in mpmath with ``dps`` digits, from the float64
+        problem data (taken as exact).  Independent of the closed forms; list of T rows of q mpf."""
+        import mpmath
+
+        ctx = mpmath.mp.clone() if hasattr(mpmath.mp, "clone") else mpmath.mp
+        old = ctx.dps
+        ctx.dps = dps
+        try:
+            def mat(x):
+                x = x.detach().cpu().tolist()
+                return ctx.matrix(x if isinstance(x[0], list) else [[v] for v in x])
+
+            H, b, G, g = mat(self.H), mat(self.b), mat(self.G), mat(self.g)
+            th = mat(self.theta0)
+            alpha = ctx.mpf(self.alpha)
+            dal = [ctx.mpf(v) for v in self.dalpha.tolist()]
+            dH = [mat(self.dH[:, :, k]) for k in range(self.q)]
+            db = [mat(self.db[:, k]) for k in range(self.q)]
+            Z = [ctx.matrix(self.p, 1) for _ in range(self.q)]
+            out = []
+            for _ in range(T):
+                r = H * th - b
+                Z = [Z[k] - dal[k] * r - alpha * (dH[k] * th + H * Z[k] - db[k]) for k in range(self.q)]
+                th = th - alpha * r
+                gv = G * th - g
+                out.append([sum(Z[k][i] * gv[i] for i in range(self.p)) for k in range(self.q)])
+            return out
+        finally:
+            ctx.dps = old
+
+    def koopman_dimension(
+        self,
+        T_long: int | None = None,
+        tol: float | None = None,
+        coordinate: int | None = None,
+        start: int = 0,
+        precision: str = "mp",
+        dps: int = 60,
+    ) -> int:
+        """Numerical rank of a long (block) Hankel matrix of the exact sequence h_{start+1..start+T_long}.
+
+        ``precision='float64'``: closed-form sequence, float64 SVD (rank capped by conditioning: the Hankel
+        singular values of these sequences span many decades, so clustered / Jordan modes drop below ~1e-13).
+        ``precision='mp'``: direct recursion and SVD in mpmath with ``dps`` digits; ``tol`` then defaults to
+        ``10^(-dps/2)`` relative.  Default T_long: 3 n_count + 20 for 'mp' (cost ~ T_long^3), 400 for
+        'float64';
+        default float64 tol: 1e-10 relative.
+        """
+        if T_long is None:
+            T_long = 3 * self.koopman_dimension_count() + 20 if precision == "mp" else 400
+        if precision == "float64":
+            tol = 1e-10 if tol is None else tol
+            seq = self.h_trajectory(T_long, start=start)
+            if coordinate is not None:
+                seq = seq[:, coordinate]
+            return numerical_rank(hankel_matrix(seq), tol=tol)
+        if precision != "mp":
+            raise ValueError(precision)
+        import mpmath
+
+        rows = self.h_trajectory_mp(start + T_long, dps=dps)[start:]
         if coordinate is not None:
-            seq = seq[:, coordinate]
-        return numerical_rank(hankel_matrix(seq), tol=tol)
+            rows = [[r[coordinate]] for r in rows]
+        qq = len(rows[0])
+        depth = (T_long + 1) // 2
+        K = T_long - depth + 1
+        old = mpmath.mp.dps
+        mpmath.mp.dps = dps
+        try:
+            M = mpmath.matrix(depth * qq, K)
+            for i in range(depth):
+                for j in range(K):
+                    for k in range(qq):
+                        M[i * qq + k, j] = rows[i + j][k]
+            s = mpmath.svd_r(M, compute_uv=False)
+            s = sorted((abs(v) for v in s), reverse=True)
+            if not s or s[0] == 0:
+                return 0
+            rel_tol = mpmath.mpf(10) ** (-dps // 2) if tol is None or tol >= 1e-20 else mpmath.mpf(tol)
+            return int(sum(1 for v in s if v > rel_tol * s[0]))
+        finally:
+            mpmath.mp.dps = old
 
     def min_mode_separation(self) -> float:
         mus = sorted(md.mu for md in self.modes())
@@ -381,12 +461,12 @@ class QuadraticProblem:
         return max((abs(md.mu) for md in self.modes() if md.mu != 1.0), default=0.0)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # direct simulation (reference)
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def simulate(problem: QuadraticProblem, T: int) -> dict[str, torch.Tensor]:
-    """Direct gradient-descent simulation with forward-mode tangents (Z by the differentiated recursion, checked
-    independently via autograd in the tests).  Returns theta [T+1, p], Z [T+1, p, q], h [T+1, q] for t = 0..T."""
+    """Direct gradient-descent loop; Z = d theta_t / d phi by forward-mode autodiff (torch.func.jacfwd)
+    through the loop.  Returns theta [T+1, p], Z [T+1, p, q], h [T+1, q] for t = 0..T."""
     phi = problem.phi
     step = problem.torch_step_fn()
     val = problem.torch_val_fn()
@@ -406,9 +486,9 @@ def simulate(problem: QuadraticProblem, T: int) -> dict[str, torch.Tensor]:
     return {"theta": thetas.detach(), "Z": Z.detach(), "h": h.detach()}
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # problem factory
-# ----------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 def _orthogonal(p: int, gen: torch.Generator) -> torch.Tensor:
     Q, R = torch.linalg.qr(torch.randn(p, p, dtype=DTYPE, generator=gen))
     return Q * torch.sign(torch.diagonal(R))[None, :]
@@ -430,21 +510,25 @@ def make_problem(
     """Random quadratic bilevel problem.
 
     kind:
-      * 'spd_decay'   -- H = H0 + lambda I, H0 = Q diag(eigs) Q^T with eigs in [1/kappa, 1] (geometric or linspace),
-                         phi = [log lambda] (q = 1, lambda = ``weight_decay``); b fixed.
-      * 'ridge_weights' -- l = 1/(2N) sum_i w_i (x_i^T theta - y_i)^2 + lam/2 ||theta||^2, w_i = sigmoid(phi_i),
+      * 'spd_decay'   -- H = H0 + lambda I, H0 = Q diag(eigs) Q^T with eigs in [1/kappa, 1] (geometric or
+                         linspace), phi = [log lambda] (q = 1, lambda = ``weight_decay``); b fixed.
+      * 'ridge_weights' -- l = 1/(2N) sum_i w_i (x_i^T theta - y_i)^2 + lam/2 ||theta||^2,
+                         w_i = sigmoid(phi_i),
                          q = N = ``q_or_n`` (default 8), lam = ``weight_decay``; columns of X scaled so that
                          cond(X^T X) ~ kappa.
       * 'step_size'   -- H as in 'spd_decay' (fixed), phi = [log alpha]; h_inf = 0.
-    alpha = alpha_fraction / L with L = lambda_max(H) (so eig(A) in [1 - alpha_fraction, 1 - alpha_fraction/kappa']);
-    stability needs alpha_fraction < 2, values > 1 give oscillating (negative) eigenvalues of A.
+    alpha = alpha_fraction / L with L = lambda_max(H) (so eig(A) lies in [1 - alpha_fraction, 1)); stability
+    needs alpha_fraction < 2, values > 1 give oscillating (negative) eigenvalues of A, and alpha_fraction = 1
+    makes A singular (rejected: a zero eigenvalue is a nilpotent block, not an exponential mode).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     gen = torch.Generator().manual_seed(int(seed))
     Q = _orthogonal(p, gen)
     if spectrum == "geometric":
-        eigs = torch.logspace(-math.log10(kappa), 0.0, p, dtype=DTYPE) if p > 1 else torch.ones(1, dtype=DTYPE)
+        eigs = torch.logspace(-math.log10(kappa), 0.0, p, dtype=DTYPE)
+        if p == 1:
+            eigs = torch.ones(1, dtype=DTYPE)
     elif spectrum == "linspace":
         eigs = torch.linspace(1.0 / kappa, 1.0, p, dtype=DTYPE)
     else:
@@ -523,5 +607,7 @@ def make_problem(
     return QuadraticProblem(kind, phi, theta0, X_val, y_val, H_fn, b_fn, alpha_fn, names, info)
 
 
-def make_problems(kinds: Sequence[str] = KINDS, seeds: Sequence[int] = (0, 1), **kw) -> list[QuadraticProblem]:
+def make_problems(
+    kinds: Sequence[str] = KINDS, seeds: Sequence[int] = (0, 1), **kw
+) -> list[QuadraticProblem]:
     return [make_problem(k, seed=s, **kw) for k in kinds for s in seeds]

@@ -1,0 +1,115 @@
+"""Experiment configuration: load YAML, validate it against the JSON schema and fill defaults.
+
+The schema is ``workflow/schemas/config.schema.yaml`` (the Snakefile validates with it); the
+package carries an identical copy, ``glocal/config.schema.yaml``, so the command line
+validates the same way when the package is installed without the workflow.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+__all__ = ["load_config", "validate_config", "schema_path", "task_config", "strategy_options", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+def schema_path() -> Path:
+    """Path of the config schema (the package copy)."""
+    return Path(__file__).with_name("config.schema.yaml")
+
+
+def _defaults_validator():
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate_config(config: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
+    """Validate ``config`` and return a copy with every default filled in.
+
+    Raises :class:`ConfigError` naming the first bad key (unknown key, wrong type, bad value).
+    """
+    schema = yaml.safe_load(schema_path().read_text())
+    cfg = copy.deepcopy(dict(config))
+    validator_cls = _defaults_validator()
+    # Fill defaults in two passes: defaults of nested objects appear only after their parent's.
+    for _ in range(2):
+        errors = sorted(validator_cls(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        key = _key_path(err)
+        if err.validator == "additionalProperties":
+            raise ConfigError(f"{source}: unknown key at '{key}': {err.message}")
+        raise ConfigError(f"{source}: invalid value for '{key}': {err.message}")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config file (``None``: all defaults), apply ``overrides`` and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"--config: no such file {str(p)!r}")
+        loaded = yaml.safe_load(p.read_text())
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        raw = loaded
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    return validate_config(raw, source=str(path) if path else "config")
+
+
+def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The validated sub-config of ``task``, with an error naming ``tasks.<task>`` when absent."""
+    tasks = config.get("tasks", {})
+    if task not in ("lr", "reweight"):
+        raise ConfigError(f"task: unknown task {task!r}; expected one of ['lr', 'reweight']")
+    if task not in tasks:
+        raise ConfigError(f"tasks.{task}: the task is not configured")
+    return dict(tasks[task])
+
+
+def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[str, Any]:
+    """Options of ``strategy`` for ``task``: top-level defaults merged with the task's overrides.
+
+    The outer-optimizer settings are merged in under ``outer``.
+    """
+    top = config.get("strategy_options", {})
+    over = task_config(config, task).get("strategy_options", {}) or {}
+    opts = _deep_merge(top.get(strategy, {}), over.get(strategy, {}))
+    opts["outer"] = _deep_merge(top.get("outer", {}), over.get("outer", {}))
+    return opts

@@ -1,0 +1,492 @@
+"""Hyperparameter-optimization runs: ``glocal train``.
+
+One run = one task x strategy x seed = one directory holding
+
+* ``config.json``  — the resolved config, task, strategy, seed;
+* ``metrics.csv``  — step, run, wall time, train/val/test loss and accuracy, hyperparameters;
+* ``hypergrads.jsonl`` — every hypergradient used for an update, with the estimator's diagnostics;
+* ``summary.json`` — final metrics, time split, peak memory, device, versions, divergence step;
+* ``weights.csv`` (reweight) — learned example weights with the flipped mask;
+* ``checkpoint.pt`` while the run is in progress (resumed automatically, removed at the end).
+
+Strategies: ``fixed`` (phi never changes), ``local`` (hypergradient over a window of tau
+steps, tau = 1 is hypergradient descent), ``glocal`` (a Koopman/DMD estimate of the global
+hypergradient from the window's trajectory of local hypergradients) and ``global`` (M full
+training runs from theta_0, one hypergradient update after each). ``random`` and ``tpe``
+(black-box baselines) live in :mod:`glocal.search`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glocal.config import ConfigError, load_config, strategy_options
+from glocal.hypergrad import (
+    forward_trajectory,
+    reverse_hypergradient,
+    reverse_window_hypergradients,
+    unroll,
+)
+from glocal.koopman import glocal_estimate
+from glocal.tasks import Task, build_task
+from glocal.utils import (
+    atomic_torch_save,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    resolve_device,
+    resolve_dtype,
+    versions,
+)
+
+__all__ = ["run_experiment", "OuterOptimizer", "choose_engine", "GRADIENT_STRATEGIES", "STRATEGIES"]
+
+GRADIENT_STRATEGIES = ("fixed", "local", "glocal", "global")
+STRATEGIES = GRADIENT_STRATEGIES + ("random", "tpe")
+METRIC_COLUMNS = [
+    "step", "run", "wall_time", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+]
+
+
+class StopRequested(Exception):
+    """Raised (by tests, through ``stop_after``) to simulate a run killed after a checkpoint."""
+
+
+class OuterOptimizer:
+    """The optimizer on phi: Adam or SGD, with optional clipping of the hypergradient norm."""
+
+    def __init__(self, kind: str = "adam", lr: float = 0.05, clip: float | None = None,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        if kind not in ("adam", "sgd"):
+            raise ConfigError(f"strategy_options.outer.optimizer: expected 'adam' or 'sgd', got {kind!r}")
+        self.kind, self.lr, self.clip, self.betas, self.eps = kind, float(lr), clip, betas, eps
+        self.m: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.t = 0
+
+    def step(self, phi: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Return phi after one descent step along the hypergradient ``h``."""
+        h = h.detach()
+        if self.clip is not None:
+            n = float(torch.linalg.norm(h))
+            if n > self.clip:
+                h = h * (self.clip / n)
+        if self.kind == "sgd":
+            return phi - self.lr * h
+        if self.m is None:
+            self.m = torch.zeros_like(phi)
+            self.v = torch.zeros_like(phi)
+        self.t += 1
+        b1, b2 = self.betas
+        self.m = b1 * self.m + (1 - b1) * h
+        self.v = b2 * self.v + (1 - b2) * h * h
+        m_hat = self.m / (1 - b1**self.t)
+        v_hat = self.v / (1 - b2**self.t)
+        return phi - self.lr * m_hat / (torch.sqrt(v_hat) + self.eps)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Serializable state (tensors and plain numbers only)."""
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state_dict(self, sd: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.m, self.v, self.t = sd["m"], sd["v"], int(sd["t"])
+
+
+def choose_engine(engine: str, q: int, tau: int, *, trajectory: bool) -> str:
+    """Pick forward or reverse mode by cost (DESIGN.md "Engines per strategy").
+
+    Forward mode costs ``tau * q`` Jacobian-vector products for the whole window; reverse mode
+    ``tau`` vector-Jacobian products for one hypergradient, or ``tau (tau + 1) / 2`` for the
+    whole trajectory. ``engine`` other than ``auto`` is returned as is.
+    """
+    if engine in ("forward", "reverse"):
+        return engine
+    if engine != "auto":
+        raise ConfigError(f"engine: expected auto, forward or reverse, got {engine!r}")
+    reverse_cost = tau * (tau + 1) / 2 if trajectory else tau
+    return "forward" if tau * q <= reverse_cost else "reverse"
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+class _Run:
+    """Mutable state of one run, checkpointed as plain tensors and lists."""
+
+    def __init__(self, task: Task, strategy: str, opts: dict[str, Any], out: Path, fingerprint: str,
+                 progress: bool) -> None:
+        self.task, self.strategy, self.opts, self.out, self.fp = task, strategy, opts, out, fingerprint
+        self.eval_every = int(opts.get("eval_every") or max(1, task.steps // 50))
+        self.checkpoint_every = int(opts.get("checkpoint_every") or 10)
+        self.step = 0
+        self.run = 0
+        self.outer_steps = 0
+        self.state = task.init_state()
+        self.theta0 = self.state.clone()
+        self.phi = task.init_phi()
+        o = opts.get("outer", {})
+        self.outer = OuterOptimizer(o.get("optimizer", "adam"), o.get("lr", 0.05), o.get("clip"))
+        self.rows: list[dict[str, Any]] = []
+        self.hyperlog: list[dict[str, Any]] = []
+        self.timers = {"training": 0.0, "hypergradient": 0.0, "dmd": 0.0, "evaluation": 0.0}
+        self.wall_offset = 0.0
+        self.t_start = time.perf_counter()
+        self.diverged_step: int | None = None
+        self.engine: str | None = None
+        self.n_updates = 0
+        self.progress = progress
+        self.last_eval_step = -1
+
+    # ---------------------------------------------------------------- bookkeeping
+    def wall(self) -> float:
+        return self.wall_offset + time.perf_counter() - self.t_start
+
+    def log_metrics(self, force: bool = False) -> None:
+        if not force and self.step == self.last_eval_step:
+            return
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"step": self.global_step(), "run": self.run}
+        if _finite(self.state):
+            row.update(self.task.evaluate(self.state))
+        else:
+            row.update({k: float("nan") for k in METRIC_COLUMNS[3:]})
+        row.update(self.task.hyper_values(self.phi))
+        self.timers["evaluation"] += time.perf_counter() - t0
+        row["wall_time"] = round(self.wall(), 4)
+        self.rows.append(row)
+        self.last_eval_step = self.step
+
+    def global_step(self) -> int:
+        return self.run * self.task.steps + self.step
+
+    def checkpoint(self) -> None:
+        atomic_torch_save(
+            self.out / "checkpoint.pt",
+            {
+                "fingerprint": self.fp,
+                "step": self.step, "run": self.run, "outer_steps": self.outer_steps,
+                "state": self.state.cpu(), "theta0": self.theta0.cpu(), "phi": self.phi.cpu(),
+                "outer": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.outer.state_dict().items()},
+                "rows": json.dumps(self.rows), "hyperlog": json.dumps(self.hyperlog),
+                "timers": json.dumps(self.timers), "wall": self.wall(),
+                "diverged_step": -1 if self.diverged_step is None else self.diverged_step,
+                "engine": self.engine or "", "n_updates": self.n_updates, "last_eval_step": self.last_eval_step,
+            },
+        )
+
+    def restore(self, ck: Mapping[str, Any]) -> None:
+        dev = self.task.device
+        self.step, self.run, self.outer_steps = int(ck["step"]), int(ck["run"]), int(ck["outer_steps"])
+        self.state, self.theta0, self.phi = ck["state"].to(dev), ck["theta0"].to(dev), ck["phi"].to(dev)
+        self.outer.load_state_dict({k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in ck["outer"].items()})
+        self.rows, self.hyperlog = json.loads(ck["rows"]), json.loads(ck["hyperlog"])
+        self.timers = json.loads(ck["timers"])
+        self.wall_offset, self.t_start = float(ck["wall"]), time.perf_counter()
+        self.diverged_step = None if int(ck["diverged_step"]) < 0 else int(ck["diverged_step"])
+        self.engine = ck["engine"] or None
+        self.n_updates = int(ck["n_updates"])
+        self.last_eval_step = int(ck["last_eval_step"])
+
+    def check_divergence(self) -> bool:
+        if _finite(self.state) and _finite(self.phi):
+            with torch.no_grad():
+                v = self.task.val_fn()(self.state, self.phi)
+            if math.isfinite(float(v)):
+                return False
+        self.diverged_step = self.global_step()
+        self.log_metrics(force=True)
+        return True
+
+    def record_update(self, h: torch.Tensor, local: torch.Tensor | None, info: dict[str, Any]) -> None:
+        rec: dict[str, Any] = {"step": self.global_step(), "run": self.run, "engine": self.engine}
+        rec["norm"] = float(torch.linalg.norm(h))
+        if local is not None:
+            rec["local_norm"] = float(torch.linalg.norm(local))
+            denom = float(torch.linalg.norm(h) * torch.linalg.norm(local))
+            rec["cosine_to_local"] = float(h @ local) / denom if denom > 0 else None
+        rec.update(info)
+        if h.numel() <= 64:
+            rec["value"] = [float(x) for x in h.detach().cpu()]
+        self.hyperlog.append(rec)
+
+
+def _window_hypergradients(r: _Run, batches: list, trajectory: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h trajectory or local h, new state) over ``batches`` from r.state with the chosen engine."""
+    task = r.task
+    step_fn, val_fn = task.dynamics.step, task.val_fn()
+    tau = len(batches)
+    engine = choose_engine(r.opts.get("engine", "auto"), task.hyper.q, tau, trajectory=trajectory)
+    r.engine = engine
+    chunk = r.opts.get("chunk_size")
+    if trajectory:
+        if engine == "forward":
+            res = forward_trajectory(step_fn, val_fn, r.state, r.phi, batches, chunk_size=chunk)
+        else:
+            stride = int(r.opts.get("record_stride") or 1)
+            rec = sorted(set(range(stride, tau + 1, stride)) | {tau})
+            res = reverse_window_hypergradients(step_fn, val_fn, r.state, r.phi, batches, rec, chunk_size=chunk)
+        return res.h, res.final_state
+    if engine == "forward":
+        res = forward_trajectory(step_fn, val_fn, r.state, r.phi, batches, chunk_size=chunk, record=[tau])
+        return res.h[-1], res.final_state
+    rr = reverse_hypergradient(step_fn, val_fn, r.state, r.phi, batches, checkpoint=r.opts.get("checkpoint"))
+    return rr.h, rr.final_state
+
+
+def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
+    """fixed / local / glocal: one training run, phi updated at the end of every window."""
+    task, T = r.task, r.task.steps
+    window = int(r.opts.get("window", r.eval_every)) if r.strategy != "fixed" else r.eval_every
+    if window < 1:
+        raise ConfigError(f"strategy_options.{r.strategy}.window: must be >= 1, got {window}")
+    if r.step == 0 and not r.rows:
+        r.log_metrics(force=True)
+    while r.step < T:
+        end = min(r.step + window, T)
+        batches = task.batches(r.step, end)
+        if r.strategy == "fixed":
+            t0 = time.perf_counter()
+            r.state = unroll(task.dynamics.step, r.state, r.phi, batches)
+            r.timers["training"] += time.perf_counter() - t0
+        else:
+            t0 = time.perf_counter()
+            traj_or_h, new_state = _window_hypergradients(r, batches, trajectory=(r.strategy == "glocal"))
+            r.timers["hypergradient"] += time.perf_counter() - t0
+            if r.strategy == "local":
+                h, info, local = traj_or_h, {"estimator": "local", "tau": len(batches)}, None
+            else:
+                t1 = time.perf_counter()
+                steps_ahead = r.opts.get("steps_ahead") or (T - end)
+                est = glocal_estimate(
+                    traj_or_h,
+                    estimator=r.opts.get("estimator", "limit"),
+                    delay=int(r.opts.get("delay", 1)),
+                    rank=r.opts.get("rank"),
+                    energy=r.opts.get("energy"),
+                    steps_ahead=int(steps_ahead),
+                    max_condition=float(r.opts.get("max_condition", 1e8)),
+                    max_norm_ratio=float(r.opts.get("max_norm_ratio", 10.0)),
+                )
+                r.timers["dmd"] += time.perf_counter() - t1
+                h, local = est.value, traj_or_h[-1]
+                info = est.to_record(include_value=False)
+                info.pop("norm", None)
+                info["tau"] = len(batches)
+            r.state = new_state
+            if _finite(h):
+                r.phi = r.outer.step(r.phi, h)
+                r.n_updates += 1
+            r.record_update(h, local, info)
+        bar.update(end - r.step)
+        r.step = end
+        r.outer_steps += 1
+        if r.check_divergence():
+            return
+        if r.step % r.eval_every == 0 or r.step // r.eval_every != (r.step - (end - r.step)) // r.eval_every:
+            r.log_metrics()
+        if r.outer_steps % r.checkpoint_every == 0 and r.step < T:
+            r.checkpoint()
+            if stop_after is not None and r.outer_steps >= stop_after:
+                raise StopRequested
+    r.log_metrics()
+
+
+def _run_global(r: _Run, bar, stop_after: int | None) -> None:
+    """global: M full training runs from theta_0; the hypergradient of run m updates phi for run m + 1."""
+    task, T = r.task, r.task.steps
+    M = int(r.opts.get("meta_iterations", 10))
+    step_fn, val_fn = task.dynamics.step, task.val_fn()
+    while r.run < M:
+        # Training run m with the current phi (metrics along the way).
+        r.state, r.step, r.last_eval_step = r.theta0.clone(), 0, -1
+        r.log_metrics(force=True)
+        while r.step < T:
+            end = min(r.step + r.eval_every, T)
+            t0 = time.perf_counter()
+            r.state = unroll(step_fn, r.state, r.phi, task.batches(r.step, end))
+            r.timers["training"] += time.perf_counter() - t0
+            bar.update(end - r.step)
+            r.step = end
+            if r.check_divergence():
+                return
+            r.log_metrics()
+        if r.run < M - 1:  # the last run's hypergradient would never be used
+            batches = task.batches(0, T)
+            engine = choose_engine(r.opts.get("engine", "auto"), task.hyper.q, T, trajectory=False)
+            r.engine = engine
+            t0 = time.perf_counter()
+            if engine == "forward":
+                h = forward_trajectory(step_fn, val_fn, r.theta0, r.phi, batches, record=[T],
+                                       chunk_size=r.opts.get("chunk_size")).h[-1]
+            else:
+                h = reverse_hypergradient(step_fn, val_fn, r.theta0, r.phi, batches,
+                                          checkpoint=r.opts.get("checkpoint")).h
+            r.timers["hypergradient"] += time.perf_counter() - t0
+            if _finite(h):
+                r.phi = r.outer.step(r.phi, h)
+                r.n_updates += 1
+            r.record_update(h, None, {"estimator": "global", "tau": T})
+        r.run += 1
+        r.outer_steps += 1
+        if r.run < M:
+            r.checkpoint()
+            if stop_after is not None and r.outer_steps >= stop_after:
+                raise StopRequested
+    r.run = M - 1  # report the last run's numbers
+
+
+def _roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    pos = positive.cpu().numpy().astype(int)
+    if pos.min() == pos.max():
+        return None
+    return float(roc_auc_score(pos, scores.detach().cpu().to(torch.float64).numpy()))
+
+
+def run_experiment(
+    config: Mapping[str, Any],
+    task: str,
+    strategy: str,
+    seed: int,
+    out: str | os.PathLike,
+    *,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Run one task x strategy x seed into directory ``out`` and return its summary.
+
+    ``config`` must be validated (:func:`glocal.config.load_config`). A checkpoint left by an
+    interrupted run with the same config is resumed; the finished run's numbers equal those of
+    an uninterrupted one. ``stop_after`` (tests) stops after that many outer steps, right after
+    a checkpoint, as a kill would.
+    """
+    if strategy in ("random", "tpe"):
+        from glocal.search import run_search
+
+        return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after)
+    if strategy not in GRADIENT_STRATEGIES:
+        raise ConfigError(f"strategy: unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.get("device", "auto"))
+    dtype = resolve_dtype(config.get("dtype", "float32"))
+    opts = strategy_options(config, task, strategy)
+    torch.manual_seed(seed)
+    t = build_task(config, task, seed, device, dtype)
+    resolved = {"config": dict(config), "task": task, "strategy": strategy, "seed": seed, "options": opts}
+    fp = _fingerprint(resolved)
+    atomic_write_json(out / "config.json", {**resolved, "fingerprint": fp})
+    if progress is None:
+        progress = sys.stderr.isatty()
+    r = _Run(t, strategy, opts, out, fp, progress)
+    ck_path = out / "checkpoint.pt"
+    resumed = False
+    if ck_path.exists():
+        ck = load_checkpoint(ck_path)
+        if ck.get("fingerprint") == fp:
+            r.restore(ck)
+            resumed = True
+        else:
+            print(f"glocal train: {ck_path} belongs to another configuration; starting afresh", file=sys.stderr)
+    from tqdm.auto import tqdm
+
+    total = t.steps * (int(opts.get("meta_iterations", 10)) if strategy == "global" else 1)
+    bar = tqdm(total=total, initial=min(r.global_step(), total), disable=not progress,
+               desc=f"{task}/{strategy}/seed{seed}", unit="step", leave=False)
+    try:
+        if strategy == "global":
+            _run_global(r, bar, stop_after)
+        else:
+            _run_windowed(r, bar, stop_after)
+    finally:
+        bar.close()
+    final = r.rows[-1] if r.rows else {}
+    summary: dict[str, Any] = {
+        "task": task, "strategy": strategy, "seed": seed,
+        "final": {k: final.get(k) for k in METRIC_COLUMNS[3:]},
+        "best_val_loss": min((row["val_loss"] for row in r.rows if math.isfinite(row.get("val_loss", math.nan))),
+                             default=None),
+        "hyperparameters": t.hyper_values(r.phi),
+        "time": {"total": r.wall(), **r.timers},
+        "peak_memory_mb": _peak_memory_mb(device),
+        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "versions": versions(), "diverged_step": r.diverged_step, "engine": r.engine,
+        "n_training_runs": (r.run + 1) if strategy == "global" else 1,
+        "n_hyper_updates": r.n_updates, "q": t.hyper.q, "steps": t.steps, "resumed": resumed,
+        "fallbacks": sum(1 for h in r.hyperlog if h.get("fallback")),
+        "options": opts, "config": dict(config), "fingerprint": fp,
+    }
+    if task == "reweight" and t.data.flipped is not None:
+        w = t.hyper.constrain(r.phi)["example_weight"].detach()
+        flipped = t.data.flipped
+        summary["auc"] = _roc_auc(w, ~flipped)
+        atomic_write_csv(
+            out / "weights.csv",
+            ({"index": i, "weight": float(wi), "flipped": int(fi)} for i, (wi, fi) in
+             enumerate(zip(w.cpu().tolist(), flipped.cpu().tolist()))),
+            ["index", "weight", "flipped"],
+        )
+    hp_cols = sorted({k for row in r.rows for k in row if k.startswith("hp:")})
+    atomic_write_csv(out / "metrics.csv", r.rows, METRIC_COLUMNS + hp_cols)
+    atomic_write_text(out / "hypergrads.jsonl", "".join(json.dumps(h, default=str) + "\n" for h in r.hyperlog))
+    atomic_write_json(out / "summary.json", summary)
+    if ck_path.exists():
+        ck_path.unlink()
+    return summary
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``glocal train``."""
+    p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
+    p.add_argument("--task", required=True, help="lr or reweight")
+    p.add_argument("--strategy", required=True, help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="override the config's dtype")
+    p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``glocal train``."""
+    overrides: dict[str, Any] = {}
+    if args.device:
+        overrides["device"] = args.device
+    if args.dtype:
+        overrides["dtype"] = args.dtype
+    config = load_config(args.config, overrides)
+    if args.strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy: unknown strategy {args.strategy!r}; expected one of {list(STRATEGIES)}")
+    summary = run_experiment(config, args.task, args.strategy, args.seed, args.out,
+                             progress=False if args.no_progress else None)
+    f = summary["final"]
+    status = f"diverged at step {summary['diverged_step']}" if summary["diverged_step"] is not None else "ok"
+    print(f"{args.task}/{args.strategy}/seed{args.seed}: test_loss={f.get('test_loss')} "
+          f"test_acc={f.get('test_acc')} time={summary['time']['total']:.1f}s ({status})")
+    return 0

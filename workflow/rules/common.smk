@@ -1,0 +1,235 @@
+# Shared definitions: paths, targets, the expected figure/table lists, resources, rerun keys.
+import json
+import os
+import re
+
+import yaml
+
+RESULTS = "results"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+
+# The validated, defaults-filled, merged config (config.yaml + --configfile + --config),
+# written when the workflow is parsed (only if its content changed) and read by every
+# `glocal` command via --config. It is an ancient() input of every job: rewriting it does
+# not cascade reruns. Instead each rule has a `cfg` param holding only the part of the
+# config its jobs depend on, and snakemake's `params` rerun trigger reruns exactly the jobs
+# whose part changed (e.g. a new glocal window reruns only the glocal training runs).
+# (It is deliberately not the output of a rule: snakemake skips the needrun checks of jobs
+# downstream of a rerun job even when they depend on it only through ancient() inputs.)
+RESOLVED_CONFIG = f"{RESULTS}/config.resolved.yaml"
+
+# Conda environment (paths relative to this directory). The default is the CPU build of
+# PyTorch; device: cuda selects the CUDA build (see workflow/envs/*.yaml, docs/workflow.md).
+CONDA_ENV = "../envs/glocal-cuda.yaml" if config["device"] == "cuda" else "../envs/glocal.yaml"
+
+ALL_TASKS = list(config["tasks"])  # every task the schema knows (defaults filled in)
+TASKS = [t for t in ALL_TASKS if config["tasks"][t].get("enabled", True)]
+STRATEGIES = list(config["strategies"])
+SEEDS = list(config["seeds"])
+# tasks whose training runs also write weights.csv (per-example weights)
+WEIGHT_TASKS = ["reweight"]
+
+RUN_DIR = f"{RESULTS}/runs/{{task}}/{{strategy}}/seed{{seed}}"
+RUN_FILES = ["summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"]
+RUN_WEIGHT_FILES = ["weights.csv"]
+EXTRACT_DIR = f"{RESULTS}/extract/{{task}}"
+EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
+ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
+THEORY_FILES = ["checks.csv"]
+TABLE_FILES = ["summary.csv", "summary.md", "theory.md"]
+RESULTS_README = f"{RESULTS}/README.md"
+
+
+# ----------------------------------------------------------------------------------------
+# THE list of expected figures -- edit here. Each entry: (name, report category, condition).
+# "{task}" in a name expands over the enabled tasks. Each figure is written as
+# results/figures/<name>.png and .pdf by `glocal figures`; its report caption is
+# workflow/report/<name without "_{task}">.rst.
+# ----------------------------------------------------------------------------------------
+FIGURE_SPECS = [
+    ("hpo_curves_{task}", "Hyperparameter optimization", lambda: True),
+    ("hyper_trajectories_{task}", "Hyperparameter optimization", lambda: True),
+    ("reweight_weights", "Hyperparameter optimization", lambda: "reweight" in TASKS),
+    ("error_vs_tau", "Hypergradient extraction", lambda: bool(TASKS)),
+    ("koopman_spectra", "Hypergradient extraction", lambda: bool(TASKS)),
+    ("cost", "Cost", lambda: bool(TASKS)),
+    ("theory_error_vs_tau", "Theory", lambda: True),
+    ("theory_bound", "Theory", lambda: True),
+    ("theory_spectrum", "Theory", lambda: True),
+]
+FIGURE_FORMATS = ["png", "pdf"]
+
+
+def expected_figures():
+    """[(name, caption stem, category, task or None)] of every figure this config makes."""
+    figures = []
+    for pattern, category, condition in FIGURE_SPECS:
+        if not condition():
+            continue
+        stem = pattern.replace("_{task}", "")
+        if "{task}" in pattern:
+            figures += [(pattern.format(task=t), stem, category, t) for t in TASKS]
+        else:
+            figures.append((pattern, stem, category, None))
+    return figures
+
+
+def figure_paths(fmt):
+    return [f"{RESULTS}/figures/{name}.{fmt}" for name, *_ in expected_figures()]
+
+
+def caption(stem):
+    return os.path.join(workflow.basedir, "workflow", "report", f"{stem}.rst")
+
+
+def figure_outputs(fmt):
+    """Output list of the figures rule; PNGs are report() items with their caption."""
+    out = []
+    for name, stem, category, task in expected_figures():
+        path = f"{RESULTS}/figures/{name}.{fmt}"
+        if fmt == "png":  # the report shows the PNG of each figure; the PDF is for papers
+            labels = {"figure": name, "task": task or "all"}
+            path = report(path, caption=caption(stem), category=category, labels=labels)
+        out.append(path)
+    return out
+
+
+def table_paths():
+    return [f"{RESULTS}/tables/{name}" for name in TABLE_FILES]
+
+
+# ----------------------------------------------------------------------------------------
+# per-job file lists
+# ----------------------------------------------------------------------------------------
+def run_files(task, strategy, seed):
+    names = RUN_FILES + (RUN_WEIGHT_FILES if task in WEIGHT_TASKS else [])
+    d = RUN_DIR.format(task=task, strategy=strategy, seed=seed)
+    return [f"{d}/{n}" for n in names]
+
+
+def all_run_files():
+    return [f for t in TASKS for s in STRATEGIES for seed in SEEDS for f in run_files(t, s, seed)]
+
+
+def extract_files(task):
+    return [f"{EXTRACT_DIR.format(task=task)}/{n}" for n in EXTRACT_FILES]
+
+
+def all_extract_files():
+    return [f for t in TASKS for f in extract_files(t)]
+
+
+def analysis_files():
+    return [f"{RESULTS}/analysis/{n}" for n in ANALYSIS_FILES] if TASKS else []
+
+
+def theory_files():
+    return [f"{RESULTS}/theory/{n}" for n in THEORY_FILES]
+
+
+def all_targets():
+    return (
+        all_run_files()
+        + all_extract_files()
+        + analysis_files()
+        + theory_files()
+        + figure_paths("png")
+        + figure_paths("pdf")
+        + table_paths()
+        + [RESULTS_README]
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# resources
+# ----------------------------------------------------------------------------------------
+_RESOURCE_FALLBACK = {"threads": 1, "mem_mb": 2000, "runtime": 60}
+
+
+def res(group, key):
+    """config["resources"][group][key], or a fallback when the config leaves it out."""
+    return config["resources"].get(group, {}).get(key, _RESOURCE_FALLBACK[key])
+
+
+def gpu_request(wildcards):
+    """GPUs per train/extract job: 1 only with device: cuda (honoured locally only with
+    --resources gpu=N; on SLURM it becomes --gpus=1). device: auto requests none."""
+    return 1 if config["device"] == "cuda" else 0
+
+
+# ----------------------------------------------------------------------------------------
+# rerun keys: the part of the config each job depends on (a `cfg` param of every rule)
+# ----------------------------------------------------------------------------------------
+def _key(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def _common_part():
+    return {k: config[k] for k in ("device", "dtype", "data")}
+
+
+def train_key(wildcards):
+    task, strategy = wildcards.task, wildcards.strategy
+    tcfg = config["tasks"][task]
+    overrides = tcfg.get("strategy_options", {})
+    opts = {
+        name: {**config["strategy_options"].get(name, {}), **overrides.get(name, {})}
+        for name in (strategy, "outer")
+    }
+    tcfg = {k: v for k, v in tcfg.items() if k != "strategy_options"}
+    return _key({**_common_part(), "task": tcfg, "strategy": opts, "seed": int(wildcards.seed)})
+
+
+def extract_key(wildcards):
+    return _key({**_common_part(), "task": config["tasks"][wildcards.task], "extract": config["extract"]})
+
+
+def analysis_key():
+    return _key({"extract": config["extract"], "tasks": TASKS})
+
+
+def theory_key():
+    return _key({"dtype": config["dtype"], "device": config["device"], "theory": config["theory"]})
+
+
+def figures_key():
+    return _key({"figures": config["figures"], "expected": expected_figures()})
+
+
+def _regex(names):
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+wildcard_constraints:
+    task=_regex(ALL_TASKS),
+    strategy=_regex(["fixed", "local", "glocal", "global", "random", "tpe"]),
+    seed=r"\d+",
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True
+
+
+def resolved_config_text():
+    return yaml.dump(dict(config), Dumper=_NoAliasDumper, sort_keys=False)
+
+
+def write_resolved_config(path=RESOLVED_CONFIG):
+    """Write the resolved config to `path` atomically, unless it already holds it."""
+    text = resolved_config_text()
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except FileNotFoundError:
+        pass
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+write_resolved_config()
