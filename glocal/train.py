@@ -471,10 +471,13 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     p.add_argument("--dtype", choices=["float32", "float64"], help="override the config's dtype")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $OMP_NUM_THREADS, else 1: small models run fastest single-threaded)")
 
 
 def run(args: argparse.Namespace) -> int:
     """``glocal train``."""
+    torch.set_num_threads(max(1, args.threads or int(os.environ.get("OMP_NUM_THREADS") or 1)))
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device

@@ -1,0 +1,332 @@
+"""Hypergradient extraction at fixed phi: ``glocal extract``.
+
+For one task, at fixed phi = phi_0, and for every window start s (fractions of the task's
+training steps) and every batch size of the ``extract`` config section:
+
+1. train with phi_0 from theta_0 up to step s (the setting's batch size, the task's own batch
+   order), giving theta_s;
+2. record the exact hypergradient trajectory h_{s->s+t} of the window s..s+T
+   (T = ``extract.steps``) — every t when forward mode is the engine, and the steps
+   1..max(taus) plus T when reverse mode is (the prefixes used for fitting are complete);
+   under mini-batches this is done for K = ``n_batch_orders`` independent batch orders
+   (orders 0..K-1; order 0 continues the training order) from the same theta_s;
+3. for every prefix length tau, estimate h_{s->s+T} from the prefix h_{s->s+1..s+tau} with each
+   estimator (``limit``, ``horizon`` with steps_ahead = T - tau, ``local`` = h_{s->s+tau}) and
+   each noise-robust variant (``smoothed``: fit a trailing moving average of the prefix;
+   ``averaged``: fit the mean prefix over the K batch orders), and compare with the target:
+   h_{s->s+T} at full batch, the mean of h_{s->s+T} over the K orders under mini-batches.
+
+Outputs (see docs/extract.md): ``trajectory.npz``, ``estimates.csv``, ``spectra.csv``,
+``noise_floor.csv``, ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from glocal.config import ConfigError, load_config
+from glocal.hypergrad import forward_trajectory, reverse_window_hypergradients, unroll
+from glocal.koopman import glocal_estimate, hankel_dmd
+from glocal.tasks import TASKS, Task, build_task
+from glocal.utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, resolve_device, resolve_dtype, versions
+
+__all__ = [
+    "run_extract",
+    "extract_engine",
+    "modal_tail_bound",
+    "moving_average",
+    "ESTIMATE_COLUMNS",
+    "SPECTRA_COLUMNS",
+    "NOISE_COLUMNS",
+]
+
+ESTIMATE_COLUMNS = [
+    "task", "setting", "batch_size", "window_start", "realization", "tau", "estimator", "rel_error", "cosine",
+    "norm", "target_norm", "fallback", "reason", "rank", "condition_number", "spectral_radius", "bound",
+    "bound_abs", "residual",
+]
+SPECTRA_COLUMNS = ["task", "setting", "window_start", "batch_size", "realization", "tau", "estimator", "re", "im"]
+NOISE_COLUMNS = [
+    "task", "setting", "batch_size", "window_start", "n_orders", "target_norm", "rel_spread_rms", "rel_spread_min",
+    "rel_spread_max", "cosine_mean", "cosine_min", "target_rel_stderr",
+]
+
+
+# ------------------------------------------------------------------------------ helpers
+def extract_engine(engine: str, q: int, T: int, record: list[int]) -> str:
+    """Forward or reverse mode for a window of T steps recording the offsets ``record``.
+
+    Forward mode costs T * q Jacobian-vector products (all offsets come for free); reverse mode
+    (one backward chain per recorded offset r, batched) costs sum(record) vector-Jacobian
+    products. ``engine`` other than ``auto`` is returned as is.
+    """
+    if engine in ("forward", "reverse"):
+        return engine
+    if engine != "auto":
+        raise ConfigError(f"extract.engine: expected auto, forward or reverse, got {engine!r}")
+    return "forward" if T * q <= sum(record) else "reverse"
+
+
+def moving_average(traj: torch.Tensor, window: int) -> torch.Tensor:
+    """Trailing moving average of the rows: row k is the mean of rows k .. k + window - 1 ('valid').
+
+    A linear time-invariant filter: a mode lambda^t stays a mode with the same eigenvalue
+    (its amplitude scaled by mean_i lambda^-i), and the eigenvalue-1 (constant) part is
+    unchanged — so the ``limit`` of an exactly modal trajectory is preserved.
+    """
+    w = min(int(window), traj.shape[0])
+    if w <= 1:
+        return traj
+    c = torch.cumsum(torch.cat([torch.zeros_like(traj[:1]), traj]), 0)
+    return (c[w:] - c[:-w]) / w
+
+
+def modal_tail_bound(traj: torch.Tensor, steps_ahead: int, *, delay: int = 1, rank: int | None = None,
+                     energy: float | None = None) -> float:
+    """The fitted modes' tail: sum_j |b_j| * ||g^dagger v_j|| * |lambda_j|^steps_ahead.
+
+    Fit the Hankel-DMD model y_{t+1} = A y_t + c (POD coordinates) to ``traj``; take its fixed
+    point y* = (I - A)^{-1} c; decompose the last snapshot's deviation y_tau - y* = V b in the
+    eigenvectors v_j of A (eigenvalues lambda_j); map each mode back to a hypergradient by the
+    POD basis and the last delay block (g^dagger). The model's own h_{tau + n} - h_limit is
+    sum_j b_j lambda_j^n g^dagger v_j, so the returned number bounds the model-predicted
+    distance between the ``limit`` estimate and h_T when n = steps_ahead = T - tau (DESIGN.md
+    section 2). NaN when the fit has rank 0, I - A is singular, or A is not diagonalizable
+    to working precision.
+    """
+    try:
+        fit = hankel_dmd(traj, delay=delay, rank=rank, energy=energy)
+    except ValueError:
+        return float("nan")
+    if fit.rank < 1 or fit.n_snapshots < 3:
+        return float("nan")
+    A = fit.A.to(torch.float64)
+    r = fit.rank
+    eye = torch.eye(r, dtype=A.dtype)
+    try:
+        ystar = torch.linalg.solve(eye - A, fit.c.to(torch.float64))
+        lam, V = torch.linalg.eig(A)
+        y_last = fit.U.T.to(torch.float64) @ fit.last.to(torch.float64)
+        b = torch.linalg.solve(V, (y_last - ystar).to(torch.complex128))
+    except RuntimeError:  # singular
+        return float("nan")
+    modes = fit.U.to(torch.complex128) @ V  # columns g = U v_j
+    mode_norms = torch.linalg.norm(modes[-fit.q:], dim=0)
+    terms = b.abs() * mode_norms * lam.abs() ** int(steps_ahead)
+    val = float(terms.sum().real) if terms.is_complex() else float(terms.sum())
+    return val if math.isfinite(val) else float("nan")
+
+
+def _rel_cos(est: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    tn = float(torch.linalg.norm(target))
+    diff = float(torch.linalg.norm(est - target))
+    rel = diff / tn if tn > 0 else diff
+    en = float(torch.linalg.norm(est))
+    cos = float(est @ target) / (en * tn) if en > 0 and tn > 0 else float("nan")
+    return rel, cos
+
+
+def _window_trajectory(task: Task, state: torch.Tensor, phi: torch.Tensor, batches: list, engine: str,
+                       record: list[int], chunk_size: int | None) -> tuple[torch.Tensor, list[int]]:
+    step_fn, val_fn = task.dynamics.step, task.val_fn()
+    if engine == "forward":
+        res = forward_trajectory(step_fn, val_fn, state, phi, batches, chunk_size=chunk_size)
+    else:
+        res = reverse_window_hypergradients(step_fn, val_fn, state, phi, batches, record, chunk_size=chunk_size)
+    return res.h.detach(), list(res.steps)
+
+
+# ------------------------------------------------------------------------------ main work
+def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, seed: int | None = None,
+                progress: bool = False) -> dict[str, Any]:
+    """Run the extraction of ``task_name`` into directory ``out``; return the meta dict."""
+    if task_name not in TASKS:
+        raise ConfigError(f"--task: unknown task {task_name!r}; expected one of {list(TASKS)}")
+    t_all = time.perf_counter()
+    ecfg = dict(config.get("extract", {}))
+    T = int(ecfg["steps"])
+    taus_cfg = sorted({int(t) for t in ecfg["taus"]})
+    taus = [t for t in taus_cfg if t <= T]
+    if not taus:
+        raise ConfigError(f"extract.taus: every tau {taus_cfg} exceeds extract.steps = {T}")
+    dropped = [t for t in taus_cfg if t > T]
+    estimators = list(ecfg["estimators"])
+    variants = list(ecfg.get("variants", []))
+    smooth_w = int(ecfg.get("smooth_window", 5))
+    K = int(ecfg["n_batch_orders"])
+    delay, rank, energy = int(ecfg.get("delay", 1)), ecfg.get("rank"), ecfg.get("energy")
+    max_cond, max_ratio = float(ecfg.get("max_condition", 1e8)), float(ecfg.get("max_norm_ratio", 10.0))
+    device = resolve_device(config.get("device", "auto"))
+    dtype = resolve_dtype(ecfg.get("dtype") or config.get("dtype", "float32"))
+    seed = int(config.get("seeds", [0])[0]) if seed is None else int(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    task = build_task(config, task_name, seed, device, dtype)
+    timings: dict[str, float] = {"build_task": time.perf_counter() - t0, "training": 0.0, "trajectory": 0.0,
+                                 "estimates": 0.0}
+    q, n_train = task.hyper.q, task.n_train
+    phi = task.init_phi()
+    record = sorted(set(range(1, max(taus) + 1)) | {T})
+    engine = extract_engine(ecfg.get("engine", "auto"), q, T, record)
+    chunk = ecfg.get("chunk_size")
+    starts = sorted({int(round(f * task.steps)) for f in ecfg["window_starts"]})
+
+    est_rows: list[dict[str, Any]] = []
+    spec_rows: list[dict[str, Any]] = []
+    noise_rows: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {"phi": phi.cpu().numpy(), "taus": np.array(taus)}
+    settings_meta: list[dict[str, Any]] = []
+
+    def add_estimates(base: dict[str, Any], prefix: torch.Tensor, target: torch.Tensor, tau: int, suffix: str,
+                      names: list[str]) -> None:
+        tn = float(torch.linalg.norm(target))
+        bound_abs: float | None = None
+        for name in names:
+            t1 = time.perf_counter()
+            est = glocal_estimate(prefix, estimator=name, delay=delay, rank=rank, energy=energy,
+                                  steps_ahead=T - tau, max_condition=max_cond, max_norm_ratio=max_ratio)
+            rel, cos = _rel_cos(est.value, target)
+            d = est.diagnostics
+            if name != "local" and bound_abs is None:
+                bound_abs = modal_tail_bound(prefix, T - tau, delay=delay, rank=rank, energy=energy)
+            b_abs = bound_abs if name != "local" else float("nan")
+            label = name + suffix
+            est_rows.append({
+                **base, "tau": tau, "estimator": label, "rel_error": rel, "cosine": cos,
+                "norm": float(torch.linalg.norm(est.value)), "target_norm": tn, "fallback": int(est.fallback),
+                "reason": est.reason or "", "rank": d.get("rank", 0),
+                "condition_number": d.get("condition_number", float("nan")),
+                "spectral_radius": d.get("spectral_radius", float("nan")),
+                "bound": (b_abs / tn if tn > 0 else b_abs) if b_abs is not None else float("nan"),
+                "bound_abs": b_abs if b_abs is not None else float("nan"),
+                "residual": d.get("residual", float("nan")),
+            })
+            eig = d.get("eigenvalues")
+            if name != "local" and isinstance(eig, torch.Tensor) and eig.numel():
+                for z in eig.reshape(-1).tolist():
+                    spec_rows.append({k: base[k] for k in ("task", "setting", "window_start", "batch_size",
+                                                          "realization")}
+                                     | {"tau": tau, "estimator": label, "re": z.real, "im": z.imag})
+            timings["estimates"] += time.perf_counter() - t1
+
+    for bs in ecfg["batch_sizes"]:
+        full = bs is None or int(bs) >= n_train
+        setting = "full" if full else f"bs{int(bs)}"
+        task.batch_size = None if full else int(bs)
+        task._perm_cache.clear()
+        n_orders = 1 if full else K
+        state, at = task.init_state(), 0
+        for s in starts:
+            t1 = time.perf_counter()
+            state = unroll(task.dynamics.step, state, phi, task.batches(at, s))
+            at = s
+            timings["training"] += time.perf_counter() - t1
+            if not bool(torch.isfinite(state).all()):
+                raise ValueError(f"extract: training with phi_0 diverged before window start {s} ({setting})")
+            hs, steps = [], None
+            t1 = time.perf_counter()
+            for k in range(n_orders):
+                h, steps = _window_trajectory(task, state, phi, task.batches(s, s + T, order=k), engine, record, chunk)
+                hs.append(h)
+            timings["trajectory"] += time.perf_counter() - t1
+            H = torch.stack(hs)  # (K, n_rec, q)
+            row_of = {st: i for i, st in enumerate(steps)}
+            key = f"{setting}__s{s}"
+            arrays[f"h__{key}"] = H.cpu().numpy()
+            arrays[f"steps__{key}"] = np.array(steps)
+            hT = H[:, row_of[T]]
+            target = hT.mean(0)
+            tn = float(torch.linalg.norm(target))
+            base0 = {"task": task_name, "setting": setting, "batch_size": "full" if full else int(bs),
+                     "window_start": s}
+            settings_meta.append({**base0, "n_orders": n_orders, "n_recorded": len(steps)})
+            if not full:
+                devs = [float(torch.linalg.norm(hT[k] - target)) / tn if tn > 0 else float("nan")
+                        for k in range(n_orders)]
+                coss = [_rel_cos(hT[k], target)[1] for k in range(n_orders)]
+                noise_rows.append({**base0, "n_orders": n_orders, "target_norm": tn,
+                                   "rel_spread_rms": float(np.sqrt(np.mean(np.square(devs)))),
+                                   "rel_spread_min": min(devs), "rel_spread_max": max(devs),
+                                   "cosine_mean": float(np.mean(coss)), "cosine_min": min(coss),
+                                   "target_rel_stderr": float(np.sqrt(np.sum(np.square(devs)) / max(1, n_orders - 1))
+                                                              / math.sqrt(n_orders))})
+            for tau in taus:
+                idx = [row_of[t] for t in range(1, tau + 1)]
+                for k in range(n_orders):
+                    base = {**base0, "realization": k}
+                    prefix = H[k, idx]
+                    add_estimates(base, prefix, target, tau, "", estimators)
+                    if "smoothed" in variants and tau > smooth_w:
+                        fitted = [e for e in estimators if e != "local"]
+                        add_estimates(base, moving_average(prefix, smooth_w), target, tau, "+smoothed", fitted)
+                if "averaged" in variants and n_orders > 1:
+                    add_estimates({**base0, "realization": "mean"}, H[:, idx].mean(0), target, tau, "+averaged",
+                                  estimators)
+            if progress:
+                print(f"extract {task_name}: {setting} s={s} done ({time.perf_counter() - t_all:.1f}s)",
+                      file=sys.stderr)
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(out / "trajectory.npz", buf.getvalue())
+    atomic_write_csv(out / "estimates.csv", est_rows, ESTIMATE_COLUMNS)
+    atomic_write_csv(out / "spectra.csv", spec_rows, SPECTRA_COLUMNS)
+    atomic_write_csv(out / "noise_floor.csv", noise_rows, NOISE_COLUMNS)
+    timings["total"] = time.perf_counter() - t_all
+    meta = {
+        "task": task_name, "seed": seed, "engine": engine, "q": q, "n_train": n_train, "P": task.dynamics.P,
+        "T": T, "taus": taus, "taus_dropped": dropped, "window_starts": starts, "training_steps": task.steps,
+        "record_steps": "all" if engine == "forward" else f"1..{max(taus)} and {T}",
+        "estimators": estimators, "variants": variants, "smooth_window": smooth_w, "n_batch_orders": K,
+        "batch_orders": "orders 0..K-1 of Task.batches (order 0 continues the training order)",
+        "settings": settings_meta, "timings": timings, "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""), "versions": versions(), "config": dict(config),
+    }
+    atomic_write_json(out / "meta.json", meta)
+    return meta
+
+
+# ------------------------------------------------------------------------------ CLI
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``glocal extract``."""
+    p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
+    p.add_argument("--task", required=True, help="lr or reweight")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the config's first seed)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="override extract.dtype")
+    p.add_argument("--progress", action="store_true", help="print a line per finished window")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $OMP_NUM_THREADS, else 1; oversubscribed cores slow small ops 10-50x)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``glocal extract``."""
+    overrides: dict[str, Any] = {}
+    if args.device:
+        overrides["device"] = args.device
+    if args.dtype:
+        overrides["extract"] = {"dtype": args.dtype}
+    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
+    torch.set_num_threads(max(1, threads))
+    config = load_config(args.config, overrides)
+    if args.task not in TASKS:
+        raise ConfigError(f"--task: unknown task {args.task!r}; expected one of {list(TASKS)}")
+    meta = run_extract(config, args.task, args.out, seed=args.seed, progress=args.progress)
+    print(f"extract {args.task}: engine={meta['engine']} q={meta['q']} T={meta['T']} "
+          f"time={meta['timings']['total']:.1f}s -> {args.out}")
+    return 0

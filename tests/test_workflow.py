@@ -1,0 +1,411 @@
+"""Tests of the Snakemake workflow (Snakefile, workflow/, configs/, profiles/).
+
+Every test runs snakemake in a temporary copy of the workflow files, so the repository's
+results/ is never touched. Tests that execute jobs need the real `glocal` command line and
+are skipped, with the reason printed, while it is not installed.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import importlib.util
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "configs", "workflow", "profiles"]
+SMOKE = "configs/smoke.yaml"
+SMOKE_TIMEOUT = 900  # seconds; the smoke DAG takes a few minutes on 2 cores
+
+# import name -> conda package name, where they differ
+IMPORT_TO_PACKAGE = {
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+    "torch": "pytorch",
+    "matplotlib": "matplotlib-base",
+    "mpl_toolkits": "matplotlib-base",
+    "PIL": "pillow",
+    "cv2": "opencv",
+}
+# packages that provide the same modules under another name in an env file
+PACKAGE_ALIASES = {"matplotlib-base": {"matplotlib-base", "matplotlib"}}
+LOCAL_PACKAGES = {"glocal", "theory_checks", "figures", "benchmarks", "tests"}
+SCANNED_DIRS = ["glocal", "theory_checks", "figures", "benchmarks"]
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def snakemake_cmd() -> list[str]:
+    exe = shutil.which("snakemake", path=str(VENV_BIN))
+    return [exe] if exe else [sys.executable, "-m", "snakemake"]
+
+
+def run_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = ["timeout", "-k", "30", str(int(timeout))] + snakemake_cmd() + list(args)
+    return subprocess.run(cmd, cwd=workdir, env=run_env(), capture_output=True, text=True, timeout=timeout + 60)
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def copy_workflow(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def job_stats(text: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a snakemake (dry-)run: {rule: count}."""
+    if "Nothing to be done" in text:
+        return {}
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+\d+", text, re.S)
+    assert m, f"no job stats in output:\n{text[-3000:]}"
+    stats = {}
+    for line in m.group(1).strip().splitlines():
+        rule, count = line.split()
+        stats[rule] = int(count)
+    return stats
+
+
+def expected_outputs(workdir: Path) -> list[str]:
+    """Figures (png+pdf), tables and README that `rule all` lists for the smoke config."""
+    proc = snakemake(workdir, "--configfile", SMOKE, "-n", "--forceall", "all")
+    assert proc.returncode == 0, output_of(proc)
+    m = re.search(r"rule all:\n\s+input: (.*)\n", output_of(proc))
+    assert m, output_of(proc)
+    return [p.strip() for p in m.group(1).split(",")]
+
+
+GLOCAL_COMMANDS = ["train", "extract", "analyze", "theory", "figures", "tables"]
+
+
+def glocal_missing_reason() -> str | None:
+    """Why the real `glocal` command line cannot run the workflow yet (None: it can)."""
+    if importlib.util.find_spec("glocal") is None:
+        return "the glocal package is not importable (the command line has not landed yet)"
+    exe = shutil.which("glocal", path=run_env()["PATH"])
+    if exe is None:
+        return "the `glocal` command is not on PATH (pip install -e . creates it)"
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, env=run_env())
+    missing = [cmd for cmd in GLOCAL_COMMANDS if not re.search(rf"\b{cmd}\b", proc.stdout)]
+    if missing:
+        return f"`glocal` lacks the subcommands {missing} that the workflow calls"
+    return None
+
+
+def require_glocal():
+    reason = glocal_missing_reason()
+    if reason:
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+
+
+# ------------------------------------------------------------------------------------------
+# static checks: lint, dry runs, config validation
+# ------------------------------------------------------------------------------------------
+@pytest.fixture
+def wf(tmp_path: Path) -> Path:
+    return copy_workflow(tmp_path / "wf")
+
+
+def test_lint_clean(wf: Path):
+    proc = snakemake(wf, "--lint")
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    assert "Lints for" not in out, out
+
+
+@pytest.mark.parametrize("configfile", [None, SMOKE])
+def test_dry_run(wf: Path, configfile: str | None):
+    args = ["-n"] + (["--configfile", configfile] if configfile else [])
+    proc = snakemake(wf, *args)
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    stats = job_stats(out)
+    cfg = yaml.safe_load((wf / "results/config.resolved.yaml").read_text())
+    tasks = [t for t, c in cfg["tasks"].items() if c["enabled"]]
+    n_runs = len(tasks) * len(cfg["strategies"]) * len(cfg["seeds"])
+    assert stats.get("train", 0) + stats.get("train_weights", 0) == n_runs
+    assert stats["extract"] == len(tasks)
+    for rule in ("analysis", "theory", "figures", "tables", "all"):
+        assert stats[rule] == 1, stats
+
+
+def test_resolved_config_has_defaults_and_merges(wf: Path):
+    """--configfile is merged over config.yaml, the schema fills in defaults, and the
+    result is what every command reads."""
+    proc = snakemake(wf, "-n", "--configfile", SMOKE)
+    assert proc.returncode == 0, output_of(proc)
+    cfg = yaml.safe_load((wf / "results/config.resolved.yaml").read_text())
+    smoke = yaml.safe_load((wf / SMOKE).read_text())
+    assert cfg["seeds"] == smoke["seeds"]
+    assert cfg["tasks"]["lr"]["steps"] == smoke["tasks"]["lr"]["steps"]
+    assert cfg["data"]["val_fraction"] == 0.2  # schema default
+    assert cfg["strategy_options"]["glocal"]["estimator"] == "limit"  # config.yaml / default
+    assert cfg["tasks"]["lr"]["strategy_options"] == {}
+    assert "--config results/config.resolved.yaml" in output_of(snakemake(wf, "-n", "-p"))
+
+
+BAD_CONFIGS = {
+    "wrong_type": ("tasks:\n  lr:\n    steps: many\n", ["steps", "'many' is not of type 'integer'"]),
+    "unknown_strategy": ("strategies: [fixed, gloca]\n", ["strategies", "gloca"]),
+    "misspelt_key": ("strategy_optoins: {}\n", ["strategy_optoins"]),
+    "bad_estimator": (
+        "strategy_options:\n  glocal: {estimator: magic}\n",
+        ["estimator", "magic"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_bad_config_fails_before_any_job(wf: Path, name: str):
+    text, needles = BAD_CONFIGS[name]
+    (wf / "bad.yaml").write_text(text)
+    proc = snakemake(wf, "--cores", "1", "--configfile", "bad.yaml")
+    out = output_of(proc)
+    assert proc.returncode != 0, out
+    assert "Error validating config file" in out, out
+    for needle in needles:
+        assert needle in out, out
+    assert "rule train" not in out and "localrule" not in out, out
+    assert not (wf / "results").exists(), "a job or the resolved config was written"
+
+
+def test_gpu_requested_only_for_cuda(wf: Path):
+    (wf / "cuda.yaml").write_text("device: cuda\n")
+    for extra, gpus in (([], "0"), (["--configfile", "cuda.yaml"], "1")):
+        proc = snakemake(wf, "-n", *extra)
+        out = output_of(proc)
+        assert proc.returncode == 0, out
+        blocks = re.findall(r"\nrule (\w+):\n(.*?)\n\n", out, re.S)
+        seen = set()
+        for rule, body in blocks:
+            m = re.search(r"resources: (.*)", body)
+            res = dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {}
+            if rule in ("train", "train_weights", "extract"):
+                assert res.get("gpu", "0") == gpus, (rule, res)
+                seen.add(rule)
+            else:
+                assert res.get("gpu", "0") == "0", (rule, res)
+        assert seen == {"train", "train_weights", "extract"}
+
+
+def test_expected_figures_listed_once(wf: Path):
+    """The figure list lives in common.smk; every figure has a caption file."""
+    outputs = expected_outputs(wf)
+    figures = sorted({Path(p).stem for p in outputs if p.startswith("results/figures/")})
+    for stem in figures:
+        assert f"results/figures/{stem}.png" in outputs and f"results/figures/{stem}.pdf" in outputs
+    base = {
+        "hpo_curves", "hyper_trajectories", "reweight_weights", "error_vs_tau",
+        "koopman_spectra", "cost", "theory_error_vs_tau", "theory_bound", "theory_spectrum",
+    }  # fmt: skip
+    for name in base:
+        assert (wf / "workflow/report" / f"{name}.rst").is_file(), name
+    assert {"hpo_curves_lr", "hpo_curves_reweight", "reweight_weights", "theory_bound"} <= set(figures)
+    for t in ("summary.csv", "summary.md", "theory.md"):
+        assert f"results/tables/{t}" in outputs
+    assert "results/README.md" in outputs
+
+
+def test_profiles_parse():
+    import yte
+
+    default = yaml.safe_load((REPO / "profiles/default/config.yaml").read_text())
+    assert default["keep-going"] is False and default["rerun-incomplete"] is True
+    text = (REPO / "profiles/slurm/config.yaml").read_text()
+    old = {k: os.environ.pop(k, None) for k in ("SLURM_PARTITION", "SLURM_ACCOUNT")}
+    try:
+        cfg = yte.process_yaml(io.StringIO(text), require_use_yte=True)
+        assert cfg["executor"] == "slurm"
+        assert cfg["default-resources"]["slurm_partition"] == "debug"
+        assert "slurm_account" not in cfg["default-resources"]
+        os.environ.update(SLURM_PARTITION="gpu", SLURM_ACCOUNT="proj")
+        cfg = yte.process_yaml(io.StringIO(text), require_use_yte=True)
+        assert cfg["default-resources"]["slurm_partition"] == "gpu"
+        assert cfg["default-resources"]["slurm_account"] == "proj"
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+
+
+def test_schema_is_the_packaged_schema():
+    packaged = REPO / "glocal" / "config.schema.yaml"
+    if not packaged.exists():
+        reason = "glocal/config.schema.yaml does not exist yet"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    ours = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    assert yaml.safe_load(packaged.read_text()) == ours
+
+
+def test_config_yaml_sets_only_schema_keys():
+    """config.yaml and every configs/*.yaml pass the schema on their own."""
+    import jsonschema
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    for path in [REPO / "config.yaml", *sorted((REPO / "configs").glob("*.yaml"))]:
+        jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(path.read_text()))
+
+
+# ------------------------------------------------------------------------------------------
+# conda environments cover the imports
+# ------------------------------------------------------------------------------------------
+def _env_packages(path: Path) -> set[str]:
+    env = yaml.safe_load(path.read_text())
+    names = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, str):
+            names.add(re.split(r"[=<>! ]", dep, maxsplit=1)[0].lower())
+    return names
+
+
+def _optional_import_nodes(tree: ast.AST) -> set[int]:
+    """ids of import nodes inside `try: ... except ImportError/ModuleNotFoundError`."""
+    optional = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try):
+            caught = set()
+            for h in node.handlers:
+                t = h.type
+                elts = t.elts if isinstance(t, ast.Tuple) else [t]
+                caught |= {e.id for e in elts if isinstance(e, ast.Name)}
+            if caught & {"ImportError", "ModuleNotFoundError"}:
+                for stmt in node.body:
+                    optional |= {id(n) for n in ast.walk(stmt)}
+    return optional
+
+
+def third_party_imports() -> dict[str, set[str]]:
+    """{top-level module: {files}} imported (not optionally) by the project's packages."""
+    stdlib = set(sys.stdlib_module_names)
+    found: dict[str, set[str]] = {}
+    for d in SCANNED_DIRS:
+        for py in sorted((REPO / d).rglob("*.py")) if (REPO / d).is_dir() else []:
+            tree = ast.parse(py.read_text(), filename=str(py))
+            optional = _optional_import_nodes(tree)
+            for node in ast.walk(tree):
+                if id(node) in optional:
+                    continue
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    mods = [node.module]
+                else:
+                    continue
+                for mod in mods:
+                    top = mod.split(".")[0]
+                    if top not in stdlib and top not in LOCAL_PACKAGES and top != "__future__":
+                        found.setdefault(top, set()).add(str(py.relative_to(REPO)))
+    return found
+
+
+@pytest.mark.parametrize("env_file", ["glocal.yaml", "glocal-cuda.yaml"])
+def test_env_covers_third_party_imports(env_file: str):
+    packages = _env_packages(REPO / "workflow/envs" / env_file)
+    assert {"python", "pytorch", "numpy", "scipy", "pip"} <= packages
+    if not any((REPO / d).is_dir() for d in SCANNED_DIRS):
+        reason = f"none of {SCANNED_DIRS} exists yet"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    missing = {}
+    for module, files in third_party_imports().items():
+        pkg = IMPORT_TO_PACKAGE.get(module, module).lower().replace("_", "-")
+        if not (PACKAGE_ALIASES.get(pkg, {pkg}) & packages):
+            missing[module] = sorted(files)
+    assert not missing, f"imports without a package in workflow/envs/{env_file}: {missing}"
+
+
+def test_cuda_env_matches_cpu_env():
+    """The two envs pin the same packages; only the PyTorch build differs."""
+
+    def pins(name):
+        env = yaml.safe_load((REPO / "workflow/envs" / name).read_text())
+        return {d for d in env["dependencies"] if isinstance(d, str) and not d.startswith(("pytorch", "cuda-version"))}
+
+    assert pins("glocal.yaml") == pins("glocal-cuda.yaml")
+
+
+# ------------------------------------------------------------------------------------------
+# end to end with the real glocal command line (smoke config)
+# ------------------------------------------------------------------------------------------
+def test_smoke_end_to_end(tmp_path: Path):
+    """The smoke config runs end to end; one test (not a fixture shared by several) so that
+    pytest-xdist never runs the DAG twice."""
+    require_glocal()
+    wf = copy_workflow(tmp_path / "wf")
+    proc = snakemake(wf, "--cores", "2", "--configfile", SMOKE, timeout=SMOKE_TIMEOUT)
+    assert proc.returncode == 0, output_of(proc)[-6000:]
+
+    # every expected figure (png + pdf), table and the results README
+    outputs = expected_outputs(wf)
+    assert any(p.startswith("results/figures/") for p in outputs)
+    for rel in outputs:
+        path = wf / rel
+        assert path.is_file() and path.stat().st_size > 0, rel
+        if rel.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
+        if rel.endswith(".pdf"):
+            assert path.read_bytes()[:5] == b"%PDF-", rel
+    with open(wf / "results/tables/summary.csv") as f:
+        assert list(csv.DictReader(f)), "empty summary table"
+
+    # the HTML report shows the figures with their captions
+    proc = snakemake(wf, "--configfile", SMOKE, "--report", "results/report.html")
+    assert proc.returncode == 0, output_of(proc)
+    html = (wf / "results/report.html").read_text(errors="replace")
+    for caption in ("Learned per-example weights", "against the theoretical bound"):
+        assert caption in html
+
+    # a second invocation has nothing to do
+    proc = snakemake(wf, "-n", "--configfile", SMOKE)
+    assert proc.returncode == 0, output_of(proc)
+    assert "Nothing to be done" in output_of(proc), output_of(proc)
+
+    # deleting one run's output rebuilds that run and its dependents only
+    victim = wf / "results/runs/lr/glocal/seed0/summary.json"
+    backup = tmp_path / "summary.json"
+    shutil.copy2(victim, backup)
+    victim.unlink()
+    proc = snakemake(wf, "-n", "--configfile", SMOKE)
+    assert proc.returncode == 0, output_of(proc)
+    assert job_stats(output_of(proc)) == {"train": 1, "figures": 1, "tables": 1, "all": 1}
+    assert "task=lr, strategy=glocal, seed=0" in output_of(proc)
+    shutil.copy2(backup, victim)
+    assert "Nothing to be done" in output_of(snakemake(wf, "-n", "--configfile", SMOKE))
+
+    # changing one strategy's option reruns only that strategy's runs (params trigger)
+    (wf / "window.yaml").write_text("strategy_options:\n  glocal: {window: 7}\n")
+    proc = snakemake(wf, "-n", "--configfile", SMOKE, "window.yaml")
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    assert job_stats(out) == {"train": 1, "train_weights": 1, "figures": 1, "tables": 1, "all": 1}
+    assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal"}
+    # (dry runs rewrite results/config.resolved.yaml: the smoke config puts it back)
+    proc = snakemake(wf, "-n", "--configfile", SMOKE)
+    assert "Nothing to be done" in output_of(proc), output_of(proc)
