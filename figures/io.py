@@ -1,0 +1,142 @@
+"""Readers of the result files (run directories, extraction, analysis, theory, benchmarks).
+
+Every reader tolerates missing or partial inputs: absent files give empty results, unreadable rows are
+skipped; the figures then mark what is missing instead of failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts of strings; [] if the file is missing or empty."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def to_float(v: Any) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, (int, float)):
+        return float(v)
+    s = str(v).strip()
+    if s == "" or s.lower() in ("none", "null"):
+        return math.nan
+    if s.lower() in ("true", "false"):
+        return float(s.lower() == "true")
+    try:
+        return float(s)
+    except ValueError:
+        return math.nan
+
+
+def columns(rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    """CSV rows as numeric columns (non-numeric cells become NaN)."""
+    if not rows:
+        return {}
+    return {k: np.array([to_float(r.get(k)) for r in rows], dtype=float) for k in rows[0]}
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return {}
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a partially written last line
+    return out
+
+
+@dataclass
+class Run:
+    """One run directory (task x strategy x seed)."""
+
+    task: str
+    strategy: str
+    seed: int
+    path: Path
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    trials: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.summary)
+
+    @property
+    def diverged_step(self) -> int | None:
+        d = self.summary.get("diverged_step")
+        if d is not None:
+            return int(d)
+        vl = self.metrics.get("val_loss")
+        if vl is not None and len(vl) and not np.all(np.isfinite(vl)):
+            return int(self.metrics["step"][np.argmax(~np.isfinite(vl))])
+        return None
+
+    def hypergrads(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / "hypergrads.jsonl")
+
+
+_SEED = re.compile(r"^seed(\d+)$")
+
+
+def load_run(path: Path, task: str, strategy: str, seed: int) -> Run | None:
+    metrics = columns(read_csv(path / "metrics.csv"))
+    summary = read_json(path / "summary.json")
+    if not metrics and not summary:
+        return None
+    return Run(task, strategy, seed, path, metrics, summary, columns(read_csv(path / "weights.csv")),
+               columns(read_csv(path / "trials.csv")))
+
+
+def load_runs(results: str | Path) -> dict[str, dict[str, dict[int, Run]]]:
+    """{task: {strategy: {seed: Run}}} of results/runs/{task}/{strategy}/seed{seed}/ (readable ones)."""
+    root = Path(results) / "runs"
+    out: dict[str, dict[str, dict[int, Run]]] = {}
+    if not root.is_dir():
+        return out
+    for tdir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for sdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
+            for rdir in sorted(p for p in sdir.iterdir() if p.is_dir() or p.is_symlink()):
+                m = _SEED.match(rdir.name)
+                if not m:
+                    continue
+                run = load_run(rdir, tdir.name, sdir.name, int(m.group(1)))
+                if run is not None:
+                    out.setdefault(tdir.name, {}).setdefault(sdir.name, {})[run.seed] = run
+    return out
+
+
+def expected_seeds(runs: dict[str, dict[int, Run]], config: dict[str, Any] | None = None) -> list[int]:
+    """Seeds every strategy of a task should have: the config's, else the union of those found."""
+    if config and config.get("seeds") is not None:
+        return sorted(int(s) for s in config["seeds"])
+    return sorted({s for by_seed in runs.values() for s in by_seed})

@@ -1,0 +1,163 @@
+"""The one plotting style: matplotlib Agg, fixed colour per strategy, PNG at 300 dpi + PDF."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=True)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 300
+
+#: strategy order in legends and tables
+STRATEGIES = ["fixed", "local", "glocal", "global", "random", "tpe"]
+
+#: one fixed colour per strategy, the same in every figure
+COLORS = {
+    "fixed": "#7f7f7f",   # gray
+    "local": "#1f77b4",   # blue
+    "glocal": "#d62728",  # red
+    "global": "#2ca02c",  # green
+    "random": "#9467bd",  # purple
+    "tpe": "#8c564b",     # brown
+}
+MARKERS = {"fixed": "s", "local": "o", "glocal": "D", "global": "^", "random": "v", "tpe": "P"}
+
+#: estimators of the extraction: glocal ones in the glocal colour family, local in the local colour
+ESTIMATOR_STYLE = {
+    "limit": {"color": COLORS["glocal"], "ls": "-", "marker": "o", "label": "glocal (limit)"},
+    "horizon": {"color": "#ff7f0e", "ls": "-", "marker": "s", "label": "glocal (horizon)"},
+    "local": {"color": COLORS["local"], "ls": "-", "marker": "^", "label": r"local $h_{s\to s+\tau}$"},
+    "limit+averaged": {"color": COLORS["glocal"], "ls": "--", "marker": "o", "label": "glocal (limit) on mean of K"},
+    "local+averaged": {"color": COLORS["local"], "ls": "--", "marker": "^", "label": "local, mean of K"},
+}
+
+RC = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 4,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "savefig.bbox": "tight",
+    "pdf.fonttype": 42,
+}
+
+_state = {"dpi": DPI}
+
+
+def apply(style: str | None = None, dpi: int | None = None) -> None:
+    """Activate the shared style (optionally on top of a named matplotlib style) and the PNG dpi."""
+    if style and style != "default":
+        plt.style.use(style)
+    plt.rcParams.update(RC)
+    if dpi:
+        _state["dpi"] = int(dpi)
+
+
+apply()
+
+
+def color(strategy: str) -> str:
+    return COLORS.get(strategy, "#17becf")
+
+
+def order(strategies: Iterable[str]) -> list[str]:
+    """Strategies in the canonical order (unknown ones last, alphabetically)."""
+    s = list(dict.fromkeys(strategies))
+    return sorted(s, key=lambda x: (STRATEGIES.index(x) if x in STRATEGIES else len(STRATEGIES), x))
+
+
+def subplots(nrows: int = 1, ncols: int = 1, *, w: float = 3.3, h: float = 2.6, **kw):
+    """A figure of nrows x ncols panels of w x h inches each; axes always a 2-D array."""
+    kw.setdefault("squeeze", False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols, h * nrows), **kw)
+    return fig, axes
+
+
+def note(ax, text: str, loc: str = "top") -> None:
+    """A visible note inside a panel (missing inputs, diverged runs, fallbacks)."""
+    y, va = (0.98, "top") if loc == "top" else (0.02, "bottom")
+    ax.text(0.02, y, text, transform=ax.transAxes, fontsize=6, va=va, ha="left", color="#444444",
+            bbox={"boxstyle": "round,pad=0.25", "fc": "#fff8dc", "ec": "#c8b560", "lw": 0.5, "alpha": 0.9})
+
+
+def empty(ax, text: str) -> None:
+    """Mark a panel with no data (instead of failing)."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=7, color="#666666",
+            wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def legend_below(fig, axes, ncol: int | None = None, extra: list | None = None) -> None:
+    """One legend for the whole figure, below the panels (hides no data), deduplicated by label."""
+    handles, labels = [], []
+    for ax in np.ravel(axes):
+        for hd, lb in zip(*ax.get_legend_handles_labels()):
+            if lb and not lb.startswith("_") and lb not in labels:
+                handles.append(hd)
+                labels.append(lb)
+    for hd in extra or []:
+        if hd.get_label() not in labels:
+            handles.append(hd)
+            labels.append(hd.get_label())
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=ncol or min(len(labels), 4), frameon=False,
+                   bbox_to_anchor=(0.5, 0.0))
+
+
+def finish(fig, bottom: float | None = None) -> None:
+    fig.tight_layout()
+    if bottom:
+        fig.subplots_adjust(bottom=bottom)
+
+
+def line_data(fig) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """Every labelled line of every panel: {panel key: {label: (x, y)}}; panel key = title or 'ax<i>'."""
+    out: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    for i, ax in enumerate(fig.axes):
+        key = ax.get_label() if ax.get_label() and not ax.get_label().startswith("<") else f"ax{i}"
+        d = out.setdefault(key, {})
+        for ln in ax.get_lines():
+            lb = ln.get_label()
+            if lb.startswith("_child"):
+                continue
+            d[lb] = ([float(v) for v in np.asarray(ln.get_xdata(), dtype=float)],
+                     [float(v) for v in np.asarray(ln.get_ydata(), dtype=float)])
+    return out
+
+
+def save(fig, out_stem: str | Path, dpi: int | None = None) -> dict[str, Any]:
+    """Read back the line data, write out_stem.png (300 dpi) and .pdf, close; return {'lines', 'paths'}."""
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    data = line_data(fig)
+    paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
+    fig.savefig(paths[0], dpi=dpi or _state["dpi"])
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return {"lines": data, "paths": [str(p) for p in paths]}
+
+
+def finite(a) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    return a[np.isfinite(a)]
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}g}"

@@ -1,0 +1,180 @@
+"""``glocal tables --results results --out results/tables``: summary.md/.csv (final metrics and wall time,
+mean +- std over seeds, per task x strategy), theory.md/.csv, error_vs_tau.md, and results/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from figures import catalog, style
+from figures.agg import mean_std
+from figures.io import Run, expected_seeds, load_runs, read_csv, read_json, to_float
+
+METRICS = ["val_loss", "test_loss", "val_acc", "test_acc"]
+SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_seeds", "n_diverged",
+                   "n_training_runs"]
+                  + [f"{m}_{s}" for m in METRICS + ["auc", "wall_time"] for s in ("mean", "std")]
+                  + ["wall_time_per_update_mean", "engine"])
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", help="results directory (default: results)")
+    p.add_argument("--out", default=None, help="table directory (default: RESULTS/tables)")
+    p.add_argument("--config", default=None, help="experiment YAML (expected seeds and tasks); optional")
+    p.add_argument("--readme", default=None, help="README path (default: RESULTS/README.md)")
+
+
+def _final(run: Run, metric: str) -> float:
+    v = to_float(run.summary.get("final", {}).get(metric)) if run.summary else math.nan
+    if not math.isfinite(v) and run.metrics.get(metric) is not None and len(run.metrics[metric]):
+        v = float(run.metrics[metric][-1])
+    return v
+
+
+def summary_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, Any] | None = None
+                 ) -> list[dict[str, Any]]:
+    """One row per task x strategy: mean and sample std over seeds (non-finite values, e.g. a diverged
+    run's losses, are left out of the mean and counted in n_diverged)."""
+    rows = []
+    for task in sorted(runs):
+        seeds = expected_seeds(runs[task], config)
+        for strat in style.order(runs[task]):
+            by_seed = runs[task][strat]
+            rs = [by_seed[s] for s in sorted(by_seed)]
+            row: dict[str, Any] = {"task": task, "strategy": strat, "n_seeds": len(rs),
+                                   "n_expected_seeds": len(seeds),
+                                   "missing_seeds": " ".join(str(s) for s in seeds if s not in by_seed),
+                                   "n_diverged": sum(r.diverged_step is not None for r in rs)}
+            ntr = [to_float(r.summary.get("n_training_runs")) for r in rs]
+            ntr = [x for x in ntr if math.isfinite(x)]
+            row["n_training_runs"] = int(max(ntr)) if ntr else (1 if rs else "")
+            for m in METRICS:
+                row[f"{m}_mean"], row[f"{m}_std"], _ = mean_std([_final(r, m) for r in rs])
+            row["auc_mean"], row["auc_std"], _ = mean_std([to_float(r.summary.get("auc")) for r in rs])
+            row["wall_time_mean"], row["wall_time_std"], _ = mean_std(
+                [to_float(r.summary.get("time", {}).get("total")) for r in rs])
+            per = [to_float(r.summary.get("time", {}).get("total")) / to_float(r.summary.get("n_hyper_updates"))
+                   for r in rs if to_float(r.summary.get("n_hyper_updates")) > 0]
+            row["wall_time_per_update_mean"] = mean_std(per)[0]
+            row["engine"] = " ".join(sorted({str(r.summary.get("engine")) for r in rs if r.summary.get("engine")}))
+            rows.append(row)
+    return rows
+
+
+def pm(mean: float, std: float, digits: int = 4) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}g} ± {std:.2g}" if math.isfinite(std) else f"{mean:.{digits}g}"
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    out = ["# Summary: final metrics per task and strategy", "",
+           "Mean ± sample standard deviation over seeds (final values after the last step; for random/tpe the "
+           "best trial). `runs` = full training runs used; `wall time` = whole run (s); diverged runs are "
+           "counted and left out of the means.", ""]
+    for task in sorted({r["task"] for r in rows}):
+        rs = [r for r in rows if r["task"] == task]
+        has_auc = any(math.isfinite(r["auc_mean"]) for r in rs)
+        head = ["strategy", "seeds", "runs", "val loss", "test loss", "test acc"] + (["AUC"] if has_auc else []) \
+            + ["wall time (s)", "s / update", "diverged", "engine"]
+        out += [f"## task `{task}`", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rs:
+            seeds = f"{r['n_seeds']}/{r['n_expected_seeds']}" + (f" (missing {r['missing_seeds']})"
+                                                                  if r["missing_seeds"] else "")
+            cells = [r["strategy"], seeds, str(r["n_training_runs"]), pm(r["val_loss_mean"], r["val_loss_std"]),
+                     pm(r["test_loss_mean"], r["test_loss_std"]), pm(r["test_acc_mean"], r["test_acc_std"])]
+            if has_auc:
+                cells.append(pm(r["auc_mean"], r["auc_std"]))
+            cells += [pm(r["wall_time_mean"], r["wall_time_std"], 3), style.fmt(r["wall_time_per_update_mean"]),
+                      str(r["n_diverged"]), r["engine"] or "-"]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    if not rows:
+        out.append("No run directories found.")
+    return "\n".join(out) + "\n"
+
+
+def theory_rows(theory_dir: Path) -> list[dict[str, Any]]:
+    """Per check: cases, passed, failed, worst measured value (largest measured/bound) and its bound."""
+    by: dict[str, list[dict[str, str]]] = {}
+    for r in read_csv(theory_dir / "checks.csv"):
+        by.setdefault(r["check"], []).append(r)
+    rows = []
+    for check, rs in by.items():
+        passed = sum(str(r["passed"]).lower() in ("true", "1") for r in rs)
+
+        def ratio(r):
+            m, b = to_float(r["measured"]), to_float(r["bound"])
+            return m / b if b and math.isfinite(m) and math.isfinite(b) else math.inf
+
+        worst = max(rs, key=ratio)
+        rows.append({"check": check, "cases": len(rs), "passed": passed, "failed": len(rs) - passed,
+                     "worst_measured": to_float(worst["measured"]), "bound": to_float(worst["bound"]),
+                     "worst_case": worst["case"]})
+    return rows
+
+
+def theory_markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    out = ["# Theory checks (quadratic problems, `glocal theory`)", ""]
+    if summary:
+        out += [f"{summary.get('passed', '?')} of {summary.get('n_checks', '?')} checks passed "
+                f"({summary.get('failed', '?')} failed).", ""]
+    out += ["| check | cases | passed | failed | worst measured | bound | worst case |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['check']} | {r['cases']} | {r['passed']} | {r['failed']} | {style.fmt(r['worst_measured'])} "
+                   f"| {style.fmt(r['bound'])} | `{r['worst_case']}` |")
+    if not rows:
+        out.append("| (no results/theory/checks.csv) | | | | | | |")
+    out += ["", "Meaning of each check: docs/theory.md."]
+    return "\n".join(out) + "\n"
+
+
+def error_markdown(analysis: Path) -> str:
+    md = analysis / "summary.md"
+    head = "# Hypergradient error against prefix length (`glocal analyze`)\n\n"
+    if md.is_file():
+        return head + md.read_text()
+    rows = read_csv(analysis / "error_vs_tau.csv")
+    if not rows:
+        return head + "No extraction analysis found (results/analysis/error_vs_tau.csv).\n"
+    lines = ["| task | setting | window start | tau | estimator | rel. error | ratio to local |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['setting']} | {r['window_start']} | {r['tau']} | {r['estimator']} | "
+                     f"{style.fmt(to_float(r['rel_error']))} | {style.fmt(to_float(r['ratio_to_local']))} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def readme(tasks: list[str]) -> str:
+    return ("# Results\n\nGenerated by `glocal tables` (do not edit): what every figure and table shows and how "
+            "to read it. Layout: `runs/{task}/{strategy}/seed{seed}/`, `extract/{task}/`, `analysis/`, `theory/`, "
+            "`bench/`, `figures/`, `tables/`.\n\n" + catalog.markdown(tasks))
+
+
+def run(args: argparse.Namespace) -> int:
+    from glocal.utils import atomic_write_csv, atomic_write_text
+
+    results = Path(args.results)
+    out = Path(args.out) if args.out else results / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    config = {}
+    if args.config:
+        from glocal.config import load_config
+        config = load_config(args.config)
+    runs = load_runs(results)
+    rows = summary_rows(runs, config)
+    atomic_write_csv(out / "summary.csv", rows, SUMMARY_FIELDS)
+    atomic_write_text(out / "summary.md", summary_markdown(rows))
+    th = theory_rows(results / "theory")
+    atomic_write_csv(out / "theory.csv", th, ["check", "cases", "passed", "failed", "worst_measured", "bound",
+                                             "worst_case"])
+    atomic_write_text(out / "theory.md", theory_markdown(th, read_json(results / "theory" / "summary.json")))
+    atomic_write_text(out / "error_vs_tau.md", error_markdown(results / "analysis"))
+    from figures.cli import tasks_of
+    tasks = tasks_of(config, runs, results)
+    atomic_write_text(Path(args.readme) if args.readme else results / "README.md", readme(tasks))
+    print(f"glocal tables: {len(rows)} summary rows, {len(th)} theory checks -> {out}", file=sys.stderr)
+    return 0
