@@ -73,7 +73,7 @@ def plot_reweight_weights(runs: Mapping[str, Mapping[int, Run]], out_stem: str |
                 ax.step(centers, h, where="mid", color=c, label=f"{name} examples")
                 ax.fill_between(centers, h, step="mid", color=c, alpha=0.2, lw=0)
         if hi - lo < 1e-6:
-            style.note(ax, f"all weights = {lo:.3g}\n(not tuned)")
+            style.note(ax, f"all weights = {lo:.3g}\n(not tuned)", loc="bottom")
         elif missing:
             style.note(ax, f"missing seed(s) {missing}")
         aucs = []
@@ -92,7 +92,9 @@ def plot_reweight_weights(runs: Mapping[str, Mapping[int, Run]], out_stem: str |
     roc_ax.set_title("ROC: weight as a score for 'clean' (one curve per seed)")
     roc_ax.set_aspect("equal")
     roc_ax.legend(loc="center left", bbox_to_anchor=(1.05, 0.5), fontsize=7)
-    fig.axes[1].legend(loc="upper right", fontsize=6) if len(fig.axes) > 1 else None
+    proxies = [style.plt.Line2D([], [], color=c, label=f"{n} examples (histograms)")
+               for n, c in (("clean", "#1b9e77"), ("flipped", "#d95f02"))]
+    fig.legend(handles=proxies, loc="lower right", bbox_to_anchor=(0.98, 0.2), fontsize=7)
     fig.suptitle("task reweight: learned per-example weights (seeds pooled)", fontsize=9)
     fig.tight_layout()
     data.update(style.save(fig, out_stem))

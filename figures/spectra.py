@@ -77,6 +77,9 @@ def plot_koopman_spectra(windows: Mapping[str, Sequence[tuple[int, np.ndarray]]]
             cb = fig.colorbar(sc, ax=ax, shrink=0.8)
             cb.set_label("window start / training steps")
             notes = _view(ax, z)
+            n0 = sum(bool(len(w)) and float(np.abs(w).max()) < 1e-3 for _, w in ws)
+            if n0:
+                notes.append(f"{n0} of {len(ws)} windows: all |λ| < 1e-3 (at the origin)")
             if notes:
                 style.note(ax, "\n".join(notes), loc="bottom")
             data["hpo"][task] = (z.real.tolist(), z.imag.tolist(), c.tolist())

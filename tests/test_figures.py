@@ -1,0 +1,322 @@
+"""Figures and tables render from small synthetic result files, plot exactly their input, and survive
+missing seeds, diverged runs and absent inputs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from figures import catalog, style, tables
+from figures.agg import over_seeds
+from figures.io import load_runs
+
+STEPS = [0, 10, 20, 30]
+HP_LR = ["hp:lr[0]", "hp:lr[1]", "hp:weight_decay", "hp:momentum"]
+HP_RW = ["hp:example_weight_clean_mean", "hp:example_weight_flipped_mean", "hp:example_weight_mean"]
+
+
+def _write_csv(path: Path, rows: list[dict], fields: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def val_loss(task, strat, seed, step):
+    base = {"fixed": 1.0, "local": 0.8, "glocal": 0.6, "global": 0.7}[strat] + 0.1 * seed
+    return base * math.exp(-step / 20) + 0.1 + (0.05 if task == "reweight" else 0)
+
+
+def write_run(root: Path, task: str, strat: str, seed: int, *, diverge_at: int | None = None) -> None:
+    d = root / "runs" / task / strat / f"seed{seed}"
+    d.mkdir(parents=True)
+    hps = HP_LR if task == "lr" else HP_RW
+    runs = 2 if strat == "global" else 1
+    rows = []
+    for r in range(runs):
+        for st in STEPS:
+            step = r * STEPS[-1] + st
+            v = val_loss(task, strat, seed, st) + 0.05 * (runs - 1 - r)
+            if diverge_at is not None and step >= diverge_at:
+                v = float("nan")
+            row = {"step": step, "run": r, "wall_time": 0.5 + step * (0.2 if strat == "global" else 0.1) + seed,
+                   "train_loss": v, "train_acc": 0.5, "val_loss": v, "val_acc": 0.6, "test_loss": v * 1.1 if v == v else v,
+                   "test_acc": 0.7 + 0.01 * seed}
+            for i, h in enumerate(hps):
+                row[h] = 0.05 * (1 + i) * (1 + (0 if strat == "fixed" else step / 100 + seed / 10))
+            rows.append(row)
+    _write_csv(d / "metrics.csv", rows, list(rows[0]))
+    last = rows[-1]
+    summary = {"task": task, "strategy": strat, "seed": seed,
+               "final": {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")},
+               "time": {"total": last["wall_time"] + 1.0}, "diverged_step": diverge_at, "engine": "forward",
+               "n_training_runs": runs, "n_hyper_updates": 0 if strat == "fixed" else 3, "steps": STEPS[-1]}
+    if task == "reweight":
+        rng = np.random.default_rng(seed)
+        flipped = (np.arange(40) % 4 == 0).astype(int)
+        w = np.full(40, 0.5) if strat == "fixed" else np.clip(0.7 - 0.4 * flipped + 0.1 * rng.standard_normal(40), 0, 1)
+        _write_csv(d / "weights.csv", [{"index": i, "weight": w[i], "flipped": flipped[i]} for i in range(40)],
+                   ["index", "weight", "flipped"])
+        from figures.reweight import roc
+        summary["auc"] = roc(w, flipped)[2]
+    (d / "summary.json").write_text(json.dumps(summary))
+    if strat == "glocal":
+        recs = [{"step": s, "eigenvalues": [[0.9 - 0.1 * k, 0.1 * k], [0.9 - 0.1 * k, -0.1 * k]]}
+                for k, s in enumerate(STEPS)] + [{"step": 40, "fallback": True, "eigenvalues": None}]
+        (d / "hypergrads.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"partial")
+
+
+def write_search(root: Path, task: str, strat: str, seed: int) -> None:
+    d = root / "runs" / task / strat / f"seed{seed}"
+    d.mkdir(parents=True)
+    vals = [0.9, 0.5, 0.7, 0.3]
+    rows, best, cum = [], math.inf, 0.0
+    for k, v in enumerate(vals):
+        best, cum = min(best, v), cum + 2.0
+        rows.append({"trial": k, "slope": -1.0, "val_loss": v, "test_loss": v, "test_acc": 0.8, "wall_time": 2.0,
+                     "cumulative_wall_time": cum, "n_training_runs": k + 1, "best_so_far_val_loss": best})
+    _write_csv(d / "trials.csv", rows, list(rows[0]))
+    _write_csv(d / "metrics.csv", [{"step": s, "run": 3, "wall_time": s * 0.05, "val_loss": 0.3, "test_loss": 0.3,
+                                    "hp:momentum": 0.5} for s in STEPS],
+               ["step", "run", "wall_time", "val_loss", "test_loss", "hp:momentum"])
+    (d / "summary.json").write_text(json.dumps({"final": {"val_loss": 0.3, "test_loss": 0.3, "test_acc": 0.8},
+                                                "time": {"total": cum}, "n_training_runs": 4}))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    style.apply(dpi=60)  # fast PNGs in tests (the CLI default is 300)
+    root = tmp_path_factory.mktemp("results")
+    for task in ("lr", "reweight"):
+        for strat in ("fixed", "local", "glocal", "global"):
+            for seed in (0, 1):
+                if task == "lr" and strat == "local" and seed == 1:
+                    continue  # a missing seed
+                write_run(root, task, strat, seed, diverge_at=20 if (task == "lr" and strat == "global"
+                                                                     and seed == 1) else None)
+    write_search(root, "lr", "random", 0)
+    write_search(root, "lr", "tpe", 0)
+    write_search(root, "lr", "tpe", 1)
+    # extraction analysis + spectra
+    ev = []
+    for task in ("lr", "reweight"):
+        for setting, bs in (("full", "full"), ("bs8", "8")):
+            for s in (0, 15):
+                for tau in (5, 10, 20):
+                    for est, e in (("limit", 1 / tau), ("horizon", 2 / tau), ("local", 0.5), ("limit+averaged", 0.3)):
+                        if est.endswith("averaged") and setting == "full":
+                            continue
+                        ev.append({"task": task, "setting": setting, "batch_size": bs, "window_start": s, "tau": tau,
+                                   "estimator": est, "n": 1, "rel_error": e if tau != 20 or est != "horizon" else 1e5,
+                                   "rel_error_std": 0.0, "cosine": 0.9, "ratio_to_local": e / 0.5, "beats_local": 1,
+                                   "bound": 1e50 if tau == 5 else 0.1 if est in ("limit", "horizon") else "nan",
+                                   "fallback_fraction": 1.0 if tau == 10 else 0.0,
+                                   "noise_floor": 0.2 if setting != "full" else "nan"})
+        _write_csv(root / "extract" / task / "spectra.csv",
+                   [{"task": task, "setting": "full", "window_start": s, "batch_size": "full", "realization": 0,
+                     "tau": 20, "estimator": "limit", "re": 0.5 + 0.1 * s / 15, "im": 0.2 * k}
+                    for s in (0, 15) for k in (-1, 1)] + [
+                       {"task": task, "setting": "full", "window_start": 0, "batch_size": "full", "realization": 0,
+                        "tau": 20, "estimator": "limit", "re": 3.0, "im": 0.0}],
+                   ["task", "setting", "window_start", "batch_size", "realization", "tau", "estimator", "re", "im"])
+    fields = list(ev[0])
+    _write_csv(root / "analysis" / "error_vs_tau.csv", ev, fields)
+    (root / "analysis" / "summary.md").write_text("analysis summary\n")
+    # theory
+    th = root / "theory"
+    _write_csv(th / "checks.csv", [{"check": "floor", "case": f"c{i}", "inputs": "{}", "measured": 1e-7 * (i + 1),
+                                    "bound": 1e-5, "passed": i < 2} for i in range(3)],
+               ["check", "case", "inputs", "measured", "bound", "passed"])
+    _write_csv(th / "error_vs_tau.csv", [{"case": "spd_decay-p1-q1-k3-a0.5-s0", "n": 3, "d": 3, "tau": t, "threshold": 7,
+                                          "glocal_error": 10.0 ** -t, "plain_error": 1.0, "local_error": 0.5,
+                                          "fallback": False} for t in range(3, 10)],
+               ["case", "n", "d", "tau", "threshold", "glocal_error", "plain_error", "local_error", "fallback"])
+    _write_csv(th / "bound_vs_T.csv", [{"case": "c", "T": t, "error": 0.5 ** t, "bound": 0.6 ** t} for t in range(1, 9)],
+               ["case", "T", "error", "bound"])
+    _write_csv(th / "spectrum.csv", [{"case": "c", "which": w, "re": 0.5, "im": 0.0} for w in ("true", "fitted")],
+               ["case", "which", "re", "im"])
+    (th / "summary.json").write_text(json.dumps({"n_checks": 3, "passed": 2, "failed": 1}))
+    # benchmark cost
+    cost = [{"method": m, "variable": v, "value": x, "seconds_per_update": 0.01 * x ** (1 if m != "local" else 0.5),
+             "seconds_per_run": 0.1 * x, "q": 5, "engine": "reverse" if m == "global" else "forward", "device": "cpu"}
+            for m in ("global", "local", "glocal") for v in ("T", "tau") for x in (10, 20, 40)
+            if not (m == "global" and v == "tau") and not (m != "global" and v == "T")]
+    _write_csv(root / "bench" / "cost.csv", cost, list(cost[0]))
+    return root
+
+
+def _ok(paths):
+    for p in paths:
+        assert Path(p).is_file() and Path(p).stat().st_size > 1000, p
+
+
+def test_every_figure_renders(results, tmp_path):
+    from figures.cli import configure_parser, run
+
+    p = argparse.ArgumentParser()
+    configure_parser(p)
+    out = tmp_path / "figs"
+    assert run(p.parse_args(["--results", str(results), "--out", str(out), "--dpi", "60"])) == 0
+    names = catalog.figure_names(["lr", "reweight"])
+    assert {"hpo_curves_lr", "baselines_reweight", "reweight_weights", "cost", "theory_spectrum"} <= set(names)
+    _ok([out / f"{n}.{e}" for n in names for e in ("png", "pdf")])
+
+
+def test_hpo_curves_plot_input(results, tmp_path):
+    from figures.hpo_curves import plot_hpo_curves
+
+    runs = load_runs(results)["lr"]
+    d = plot_hpo_curves(runs, "lr", tmp_path / "h", seeds=[0, 1])
+    _ok(d["paths"])
+    lines = d["lines"]
+    # glocal: mean over both seeds at every step
+    x, y = lines["val_loss/step"]["glocal"]
+    assert x == STEPS
+    np.testing.assert_allclose(y, [np.mean([val_loss("lr", "glocal", s, st) for s in (0, 1)]) for st in STEPS])
+    # missing seed in the label, diverged seed marked, global spans 2 runs with seed 1 non-finite after step 20
+    assert "local (1/2 seeds)" in lines["val_loss/step"]
+    assert "global seed 1 diverged" in lines["val_loss/step"]
+    gx, gy = lines["val_loss/step"]["global"]
+    assert gx[-1] == 2 * STEPS[-1]
+    assert gy[-1] == pytest.approx(val_loss("lr", "global", 0, STEPS[-1]))  # only seed 0 is finite there
+    assert any("diverged at step 20" in n for n in d["notes"]) and any("missing seed(s) 1" in n for n in d["notes"])
+    # wall time x = mean wall time over seeds
+    wx, _ = lines["val_loss/wall"]["glocal"]
+    np.testing.assert_allclose(wx, [0.5 + st * 0.1 + 0.5 for st in STEPS])
+
+
+def test_hyper_trajectories_and_baselines(results, tmp_path):
+    from figures.baselines import plot_baselines
+    from figures.hyper_trajectories import plot_hyper_trajectories
+
+    runs = load_runs(results)["lr"]
+    d = plot_hyper_trajectories(runs, "lr", tmp_path / "t", seeds=[0, 1])
+    _ok(d["paths"])
+    x, y = d["lines"]["hp:momentum"]["glocal"]
+    a = over_seeds(list(runs["glocal"].values()), "hp:momentum")
+    assert x == STEPS and y == pytest.approx(a["mean"].tolist())
+    assert "random (1/2 seeds)" in d["lines"]["hp:momentum"]
+
+    b = plot_baselines(runs, "lr", tmp_path / "b", seeds=[0, 1])
+    _ok(b["paths"])
+    rx, ry = b["lines"]["baselines/runs"]["tpe"]
+    assert rx == [1, 2, 3, 4] and ry == [0.9, 0.5, 0.5, 0.3]
+    wx, _ = b["lines"]["baselines/wall"]["tpe"]
+    assert wx == [2.0, 4.0, 6.0, 8.0]
+    gx, gy = b["lines"]["baselines/runs"]["global (1/2 seeds)"]  # seed 1 diverged: no finite loss
+    assert gx == [1, 2]  # best-so-far after each of global's 2 runs
+    assert gy == pytest.approx([val_loss("lr", "global", 0, STEPS[-1]) + 0.05, val_loss("lr", "global", 0, STEPS[-1])])
+    fx, fy = b["lines"]["baselines/runs"]["glocal"]
+    assert fx == [1] and fy[0] == pytest.approx(np.mean([val_loss("lr", "glocal", s, STEPS[-1]) for s in (0, 1)]))
+
+
+def test_reweight_roc_and_weights(results, tmp_path):
+    from figures.reweight import plot_reweight_weights, roc
+    from sklearn.metrics import roc_auc_score
+
+    runs = load_runs(results)["reweight"]
+    d = plot_reweight_weights(runs, tmp_path / "w", seeds=[0, 1])
+    _ok(d["paths"])
+    for strat, aucs in d["auc"].items():
+        for seed, auc in zip(sorted(runs[strat]), aucs):
+            r = runs[strat][seed]
+            assert auc == pytest.approx(roc_auc_score(r.weights["flipped"] == 0, r.weights["weight"]))
+            assert auc == pytest.approx(r.summary["auc"])
+    assert d["auc"]["fixed"][0] == pytest.approx(0.5)
+    fpr, tpr, _ = roc(np.array([0.9, 0.1]), np.array([0, 1]))
+    assert fpr.tolist() == [0, 0, 1] and tpr.tolist() == [0, 1, 1]
+
+
+def test_error_spectra_cost_theory(results, tmp_path):
+    from figures.cost import plot_cost
+    from figures.error_vs_tau import plot_error_vs_tau
+    from figures.io import read_csv
+    from figures.spectra import plot_koopman_spectra, windows_from_hypergrads
+    from figures.theory import plot_theory
+
+    rows = read_csv(results / "analysis" / "error_vs_tau.csv")
+    d = plot_error_vs_tau(rows, tmp_path / "e")
+    _ok(d["paths"])
+    x, y = d["lines"]["reweight/full/s15"]["glocal (limit)"]
+    assert x == [5, 10, 20] and y == pytest.approx([0.2, 0.1, 0.05])
+    _, yh = d["lines"]["lr/full/s0"]["glocal (horizon)"]
+    assert yh[-1] == pytest.approx(1e3)  # 1e5 clipped to the top edge (noted)
+    assert "noise floor (spread of $h_T$)" in d["lines"]["lr/bs8/s0"]
+
+    runs = load_runs(results)
+    ws = {t: windows_from_hypergrads(runs[t]["glocal"][0].hypergrads()) for t in ("lr", "reweight")}
+    assert len(ws["lr"]) == 4  # fallback record and the partial last line skipped
+    ext = {t: read_csv(results / "extract" / t / "spectra.csv") for t in ("lr",)}
+    s = plot_koopman_spectra(ws, ext, tmp_path / "s", {"lr": 30, "reweight": 30})
+    _ok(s["paths"])
+    re_, im_, c = s["hpo"]["lr"]
+    assert re_ == pytest.approx([0.9, 0.9, 0.8, 0.8, 0.7, 0.7, 0.6, 0.6]) and max(c) == pytest.approx(1.0)
+    assert s["extract"][("lr", 15)] == ([0.6, 0.6], [-0.2, 0.2])
+
+    bench = read_csv(results / "bench" / "cost.csv")
+    c = plot_cost(bench, tmp_path / "c")
+    _ok(c["paths"])
+    assert c["lines"]["cost/tau"]["glocal [forward], per update"] == ([10, 20, 40], pytest.approx([0.1, 0.2, 0.4]))
+    slope, expected = c["slopes"][("tau", "glocal")]
+    assert slope == pytest.approx(1.0) and expected == 1.0
+    assert c["slopes"][("tau", "local")][0] == pytest.approx(0.5)
+    fb = plot_cost([], tmp_path / "c2", runs)  # no bench file: run summaries
+    _ok(fb["paths"])
+    assert fb["source"] == "runs" and ("update", "glocal") in fb["bars"] and ("update", "fixed") not in fb["bars"]
+
+    t = plot_theory(results / "theory", tmp_path / "th", dpi=60)
+    _ok(t["paths"])
+    assert len(t["paths"]) == 6
+    e = plot_theory(tmp_path / "nothing", tmp_path / "th2", dpi=60)  # missing inputs: figures saying so
+    _ok(e["paths"])
+
+
+def test_missing_everything_still_draws(tmp_path):
+    from figures.cli import render_all
+
+    out = tmp_path / "f"
+    done = render_all(tmp_path / "empty", out, {"tasks": {"lr": {}, "reweight": {"enabled": True}}})
+    assert not [n for n, v in done.items() if isinstance(v, BaseException)]
+    _ok([out / f"{n}.png" for n in done["_names"]])
+
+
+def test_tables(results, tmp_path):
+    p = argparse.ArgumentParser()
+    tables.configure_parser(p)
+    out = tmp_path / "tables"
+    readme = tmp_path / "README.md"
+    assert tables.run(p.parse_args(["--results", str(results), "--out", str(out), "--readme", str(readme)])) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    r = next(x for x in rows if x["task"] == "lr" and x["strategy"] == "glocal")
+    v = [val_loss("lr", "glocal", s, STEPS[-1]) for s in (0, 1)]
+    assert float(r["val_loss_mean"]) == pytest.approx(np.mean(v))
+    assert float(r["val_loss_std"]) == pytest.approx(np.std(v, ddof=1))
+    assert r["n_training_runs"] == "1"
+    g = next(x for x in rows if x["task"] == "lr" and x["strategy"] == "global")
+    assert g["n_diverged"] == "1" and g["n_training_runs"] == "2"
+    assert float(g["val_loss_std"]) == 0.0  # the diverged seed's NaN is left out
+    loc = next(x for x in rows if x["task"] == "lr" and x["strategy"] == "local")
+    assert loc["missing_seeds"] == "1" and loc["n_seeds"] == "1"
+    tpe = next(x for x in rows if x["task"] == "lr" and x["strategy"] == "tpe")
+    assert tpe["n_training_runs"] == "4"
+    md = (out / "summary.md").read_text()
+    assert f"{np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}" in md and "AUC" in md and "random" in md
+    th = (out / "theory.md").read_text()
+    assert "| floor | 3 | 2 | 1 |" in th and "2 of 3 checks passed" in th
+    assert (out / "error_vs_tau.md").read_text().endswith("analysis summary\n")
+    text = readme.read_text()
+    for n in catalog.figure_names(["lr", "reweight"]):
+        assert f"`{n}`" in text
+
+
+def test_catalog_matches_docs():
+    doc = (Path(__file__).parents[1] / "docs" / "figures.md").read_text()
+    assert catalog.markdown() in doc
+    assert style.COLORS["glocal"] != style.COLORS["local"] and len(set(style.COLORS.values())) == 6
