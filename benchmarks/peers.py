@@ -41,7 +41,13 @@ def peer_status() -> dict[str, dict[str, Any]]:
     for name in PEERS:
         try:
             mod = __import__(name)
-            out[name] = {"available": True, "version": getattr(mod, "__version__", "unknown"), "reason": None}
+            try:
+                from importlib.metadata import version
+
+                ver = version(name)
+            except Exception:
+                ver = getattr(mod, "__version__", "unknown")
+            out[name] = {"available": True, "version": ver, "reason": None}
         except Exception as exc:  # ImportError, or a compiled extension that does not load
             out[name] = {"available": False, "version": None,
                          "reason": f"{type(exc).__name__}: {exc}".strip()[:300]}

@@ -52,18 +52,17 @@ COST_COLUMNS = ["method", "variable", "value", "seconds_per_update", "seconds_pe
 
 SCALES: dict[str, dict[str, Any]] = {
     "small": {
-        "repeats": 2, "Ts": [40], "peer_Ts": [40], "memory_Ts": [40], "q_T": 30, "qs": [3, 30],
-        "taus": [5, 10], "global_Ts": [30], "cost_qs": [3, 30], "q_tau": 10,
+        "repeats": 2, "Ts": [40], "peer_Ts": [40], "memory_Ts": [40], "q_T": 30, "qs": [3],
+        "taus": [5, 10], "global_Ts": [30], "cost_qs": [30], "q_tau": 10,
         "hpo": {"steps": 30, "window": 10, "meta_iterations": 10, "repeats": 1, "reweight_q": None},
-        "memory_methods": ["floor", "reverse", "forward"],
+        "memory_methods": ["floor", "reverse"], "skip": ["reverse_sqrt", "forward_all"],
     },
     "full": {
-        "repeats": 3, "Ts": [50, 100, 200, 400], "peer_Ts": [50, 100, 200, 400], "memory_Ts": [50, 100, 200, 400],
+        "repeats": 3, "Ts": [50, 100, 200, 400], "peer_Ts": [50, 100, 200, 400], "memory_Ts": [50, 400],
         "q_T": 100, "qs": [3, 30, 300], "taus": [1, 5, 10, 20, 50, 100], "global_Ts": [50, 100, 200, 400],
         "cost_qs": [3, 30, 300], "q_tau": 20,
-        "hpo": {"steps": 200, "window": 20, "meta_iterations": 10, "repeats": 2, "reweight_q": 300},
-        "memory_methods": ["floor", "unroll", "reverse", "reverse_sqrt", "reverse_graph", "forward", "higher",
-                           "torchopt"],
+        "hpo": {"steps": 200, "window": 20, "meta_iterations": 10, "repeats": 1, "reweight_q": 300},
+        "memory_methods": ["floor", "reverse", "reverse_graph", "forward", "torchopt"], "skip": ["forward_all"],
     },
 }
 
@@ -231,6 +230,8 @@ def bench_hypergradient(sc: dict, device: torch.device, peers: dict) -> list[dic
         ref = fns["reverse"]()
         results: dict[str, dict[str, Any]] = {}
         for name, fn in fns.items():
+            if name in sc.get("skip", ()):
+                continue
             entry: dict[str, Any] = {}
             if name in peers:
                 if not peers[name]["available"]:
@@ -432,6 +433,62 @@ def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _f(x: Any, nd: int = 3) -> str:
+    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    """Markdown tables of a ``bench.json`` result (what benchmarks/README.md shows)."""
+    lines = [f"Date {res['date']}, device {res['device']}, scale {res['scale']}, "
+             f"torch {res['versions'].get('torch')}, higher {res['versions'].get('higher')}, "
+             f"torchopt {res['versions'].get('torchopt')}, {res['machine']['platform']}, "
+             f"{res['machine']['cpu_count']} CPUs, torch threads {res['machine']['torch_threads']}.", "",
+             "**Hypergradient over T steps** (q = 4; seconds, median; x floor; peak extra memory MiB)", ""]
+    names = [n for n in ("floor", "unroll", "reverse", "reverse_sqrt", "reverse_graph", "forward", "forward_all",
+                         "higher", "torchopt") if any(n in r["methods"] for r in res["hypergradient"])]
+    lines += ["| T | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r in res["hypergradient"]:
+        cells = []
+        for n in names:
+            e = r["methods"].get(n, {})
+            if "median_s" not in e:
+                cells.append("skipped" if "skipped" in e else "-")
+                continue
+            c = f"{e['median_s']:.3f} s ({e['ratio_to_floor']:.1f}x)"
+            pm = e.get("peak_memory", {}).get("peak_mb")
+            if pm is not None:
+                c += f", {pm:.1f} MiB"
+            cells.append(c)
+        lines.append(f"| {r['T']} | " + " | ".join(cells) + " |")
+    lines += ["", "**Against q** (seconds, median; forward: x floor per direction)", "",
+              "| q | problem | T | floor | reverse | reverse_graph | forward | forward x floor / q |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in res["q_sweep"]:
+        m = r["methods"]
+        lines.append(f"| {r['q']} | {r['problem']} | {r['T']} | {m['floor']['median_s']:.3f} | "
+                     f"{m['reverse']['median_s']:.3f} | {m['reverse_graph']['median_s']:.3f} | "
+                     f"{m['forward']['median_s']:.3f} | {m['forward']['ratio_to_floor_per_direction']:.2f} |")
+    lines += ["", "**One hyperparameter update / one run** (cost.csv)", "",
+              "| method | variable | value | q | engine | s / update | s / run |", "|---|---|---|---|---|---|---|"]
+    for r in res["updates"]:
+        lines.append(f"| {r['method']} | {r['variable']} | {r['value']} | {r['q']} | {r['engine']} | "
+                     f"{_f(r['seconds_per_update'])} | {_f(r['seconds_per_run'])} |")
+    lines += ["", "**Whole HPO runs** (glocal.train.run_experiment; wall seconds)", "",
+              "| task | q | steps | window | fixed | local | glocal | global (M) | glocal / local | global / glocal |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["hpo"]:
+        st = r["strategies"]
+        lines.append(f"| {r['task']} | {st['glocal']['q']} | {r['steps']} | {r['window']} | "
+                     f"{st['fixed']['median_s']:.2f} | {st['local']['median_s']:.2f} ({st['local']['engine']}) | "
+                     f"{st['glocal']['median_s']:.2f} ({st['glocal']['engine']}) | "
+                     f"{st['global']['median_s']:.2f} ({r['meta_iterations']}) | {r['glocal_over_local']:.2f} | "
+                     f"{r['global_over_glocal']:.2f} |")
+    lines += ["", "**Targets**", "", "| target | T | measured | met |", "|---|---|---|---|"]
+    for t in res["targets"]:
+        lines.append(f"| {t['target']} | {t.get('T', '-')} | {t['measured']} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_benchmark(scale: str, device: torch.device, out: Path | None) -> dict[str, Any]:
     """Run every section at ``scale`` on ``device``; write bench.json and cost.csv into ``out``."""
     sc = SCALES[scale]
@@ -457,6 +514,7 @@ def run_benchmark(scale: str, device: torch.device, out: Path | None) -> dict[st
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "bench.json", result)
         atomic_write_csv(out / "cost.csv", csv_rows, COST_COLUMNS)
+        (out / "bench.md").write_text(render_markdown(result))
     return result
 
 

@@ -38,9 +38,9 @@ def over_seeds(runs: Sequence[Run], col: str, key: str = "step") -> dict[str, np
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean and sample std (ddof=1; 0 for one value) of the finite values, and how many there were."""
+    """Mean and sample std (ddof=1; NaN for one value) of the finite values, and how many there were."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     v = v[np.isfinite(v)]
     if not len(v):
         return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, int(len(v))
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), int(len(v))

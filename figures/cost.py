@@ -136,7 +136,7 @@ def _from_runs(runs, out_stem):
                 if k:
                     xs.append(i + (j - (len(strategies) - 1) / 2) * width)
                     ys.append(m)
-                    es.append(s)
+                    es.append(s if np.isfinite(s) else 0.0)
             if xs:
                 ax.bar(xs, ys, width=width * 0.95, yerr=es, color=style.color(strat), label=strat, capsize=2)
                 data["bars"][(what, strat)] = (xs, ys)
@@ -144,11 +144,11 @@ def _from_runs(runs, out_stem):
         ax.set_xticklabels([f"task {t}" for t in tasks])
         ax.set_ylabel(ylabel)
         ax.set_yscale("log")
-    style.note(axes[0, 0], "results/bench/cost.csv not found: timings of the\nHPO runs (time.total / updates, "
-               "mean ± std\nover seeds), no sweep over T or τ", loc="top")
     style.finish(fig)
     style.legend_below(fig, axes, ncol=6)
-    fig.subplots_adjust(bottom=0.22, top=0.88)
+    fig.subplots_adjust(bottom=0.22, top=0.82)
+    fig.text(0.5, 0.90, "note: results/bench/cost.csv not found — timings of the HPO runs (time.total / updates, "
+             "mean ± std over seeds); no sweep over T or τ", ha="center", fontsize=7, color="#8a6d00")
     fig.suptitle("Cost per hyperparameter update and per training run (HPO runs)", fontsize=9)
     data.update(style.save(fig, out_stem))
     return data

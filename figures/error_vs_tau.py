@@ -88,7 +88,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
             lo = np.nanmin(lows) if np.any(np.isfinite(lows)) else 1e-3
             ax.set_ylim(max(YMIN, lo / 3), YMAX * 2)
             if clipped:
-                style.note(ax, "drawn at the top edge:\n" + "\n".join(clipped), loc="bottom")
+                style.note(ax, "off scale (drawn at the edge):\n" + "\n".join(clipped), loc="bottom")
             if i == nr - 1:
                 ax.set_xlabel(r"prefix length $\tau$ (steps)")
             if j == 0:

@@ -90,7 +90,7 @@ def note(ax, text: str, loc: str = "top") -> None:
     """A visible note inside a panel (missing inputs, diverged runs, fallbacks)."""
     y, va = (0.98, "top") if loc == "top" else (0.02, "bottom")
     ax.text(0.02, y, text, transform=ax.transAxes, fontsize=6, va=va, ha="left", color="#444444",
-            bbox={"boxstyle": "round,pad=0.25", "fc": "#fff8dc", "ec": "#c8b560", "lw": 0.5, "alpha": 0.9})
+            bbox={"boxstyle": "round,pad=0.25", "fc": "#fff8dc", "ec": "#c8b560", "lw": 0.5, "alpha": 0.7}, zorder=0.5)
 
 
 def empty(ax, text: str) -> None:
@@ -114,6 +114,9 @@ def legend_below(fig, axes, ncol: int | None = None, extra: list | None = None) 
         if hd.get_label() not in labels:
             handles.append(hd)
             labels.append(hd.get_label())
+    if handles and all(lb.split(" ")[0] in COLORS for lb in labels):
+        key = [order([lb.split(" ")[0] for lb in labels]).index(lb.split(" ")[0]) for lb in labels]
+        handles, labels = zip(*[(h, lb) for _, h, lb in sorted(zip(key, handles, labels), key=lambda t: t[0])])
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=ncol or min(len(labels), 4), frameon=False,
                    bbox_to_anchor=(0.5, 0.0))

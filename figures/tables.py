@@ -73,8 +73,8 @@ def pm(mean: float, std: float, digits: int = 4) -> str:
 def summary_markdown(rows: list[dict[str, Any]]) -> str:
     out = ["# Summary: final metrics per task and strategy", "",
            "Mean ± sample standard deviation over seeds (final values after the last step; for random/tpe the "
-           "best trial). `runs` = full training runs used; `wall time` = whole run (s); diverged runs are "
-           "counted and left out of the means.", ""]
+           "best trial; a single seed shows no ±). `runs` = full training runs used; `wall time` = whole run "
+           "(s); diverged runs are counted and left out of the means.", ""]
     for task in sorted({r["task"] for r in rows}):
         rs = [r for r in rows if r["task"] == task]
         has_auc = any(math.isfinite(r["auc_mean"]) for r in rs)

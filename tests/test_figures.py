@@ -167,6 +167,7 @@ def test_every_figure_renders(results, tmp_path):
     names = catalog.figure_names(["lr", "reweight"])
     assert {"hpo_curves_lr", "baselines_reweight", "reweight_weights", "cost", "theory_spectrum"} <= set(names)
     _ok([out / f"{n}.{e}" for n in names for e in ("png", "pdf")])
+    assert set(names) == {p.stem for p in out.glob("*.png")}
 
 
 def test_hpo_curves_plot_input(results, tmp_path):
@@ -218,8 +219,9 @@ def test_hyper_trajectories_and_baselines(results, tmp_path):
 
 
 def test_reweight_roc_and_weights(results, tmp_path):
-    from figures.reweight import plot_reweight_weights, roc
     from sklearn.metrics import roc_auc_score
+
+    from figures.reweight import plot_reweight_weights, roc
 
     runs = load_runs(results)["reweight"]
     d = plot_reweight_weights(runs, tmp_path / "w", seeds=[0, 1])
@@ -271,9 +273,6 @@ def test_error_spectra_cost_theory(results, tmp_path):
     _ok(fb["paths"])
     assert fb["source"] == "runs" and ("update", "glocal") in fb["bars"] and ("update", "fixed") not in fb["bars"]
 
-    t = plot_theory(results / "theory", tmp_path / "th", dpi=60)
-    _ok(t["paths"])
-    assert len(t["paths"]) == 6
     e = plot_theory(tmp_path / "nothing", tmp_path / "th2", dpi=60)  # missing inputs: figures saying so
     _ok(e["paths"])
 
@@ -301,7 +300,7 @@ def test_tables(results, tmp_path):
     assert r["n_training_runs"] == "1"
     g = next(x for x in rows if x["task"] == "lr" and x["strategy"] == "global")
     assert g["n_diverged"] == "1" and g["n_training_runs"] == "2"
-    assert float(g["val_loss_std"]) == 0.0  # the diverged seed's NaN is left out
+    assert math.isnan(float(g["val_loss_std"]))  # the diverged seed's NaN is left out: one value, no std
     loc = next(x for x in rows if x["task"] == "lr" and x["strategy"] == "local")
     assert loc["missing_seeds"] == "1" and loc["n_seeds"] == "1"
     tpe = next(x for x in rows if x["task"] == "lr" and x["strategy"] == "tpe")

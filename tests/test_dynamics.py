@@ -1,0 +1,208 @@
+"""Tests for glocal.dynamics: the hyperparameter space and the pure optimizer step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from glocal.dynamics import Batch, HyperBlock, HyperSpace, OptimizerConfig, TrainingDynamics
+
+F64 = torch.float64
+
+
+def _mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(F64)
+
+
+def _data(n: int = 10, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return x, y
+
+
+# ---------------------------------------------------------------------------- HyperSpace
+def test_hyperspace_round_trip_and_names():
+    w = torch.tensor([0.1, 0.5, 0.9])
+    space = HyperSpace(
+        [
+            HyperBlock("lr", size=2, init=torch.tensor([0.05, 0.2])),
+            HyperBlock("momentum", init=0.9),
+            HyperBlock("example_weight", size=3, init=w),
+            HyperBlock("weight_decay", transform="identity", init=-0.3),
+        ]
+    )
+    assert space.q == 7
+    assert space.names() == ["lr[0]", "lr[1]", "momentum", "example_weight[0]", "example_weight[1]",
+                             "example_weight[2]", "weight_decay"]
+    assert space.block("lr").transform == "log" and space.block("momentum").transform == "logit"
+    phi = space.init_phi(F64)
+    assert phi.shape == (7,) and phi.dtype == F64
+    vals = space.constrain(phi)
+    torch.testing.assert_close(vals["lr"], torch.tensor([0.05, 0.2], dtype=F64))
+    torch.testing.assert_close(vals["momentum"], torch.tensor([0.9], dtype=F64))
+    torch.testing.assert_close(vals["example_weight"], w.to(F64))
+    torch.testing.assert_close(vals["weight_decay"], torch.tensor([-0.3], dtype=F64))
+    torch.testing.assert_close(phi[space.slice("lr")], torch.log(torch.tensor([0.05, 0.2], dtype=F64)))
+    assert "lr" in space and "beta1" not in space
+    # constrain is differentiable
+    phi.requires_grad_(True)
+    space.constrain(phi)["lr"].sum().backward()
+    torch.testing.assert_close(phi.grad[:2], torch.tensor([0.05, 0.2], dtype=F64))
+
+
+def test_hyperspace_errors():
+    with pytest.raises(ValueError, match="transform"):
+        HyperBlock("lr", transform="sqrt")
+    with pytest.raises(ValueError, match="size"):
+        HyperBlock("lr", size=0)
+    with pytest.raises(ValueError, match="duplicate"):
+        HyperSpace([HyperBlock("lr"), HyperBlock("lr")])
+    with pytest.raises(ValueError, match="init has 2 values"):
+        HyperSpace([HyperBlock("example_weight", size=3, init=[0.5, 0.5])]).init_phi()
+    with pytest.raises(ValueError, match="positive"):
+        HyperSpace([HyperBlock("lr", init=0.0)]).init_phi()
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        HyperSpace([HyperBlock("momentum", init=1.0)]).init_phi()
+    space = HyperSpace([HyperBlock("lr"), HyperBlock("weight_decay")])
+    with pytest.raises(ValueError, match="q=2"):
+        space.constrain(torch.zeros(3))
+    with pytest.raises(KeyError):
+        space.block("nope")
+    assert HyperSpace([]).init_phi().shape == (0,)
+
+
+# ---------------------------------------------------------------------------- TrainingDynamics errors
+def test_dynamics_configuration_errors():
+    model = _mlp()
+    with pytest.raises(ValueError, match="'lr'"):
+        TrainingDynamics(model, OptimizerConfig(), HyperSpace([HyperBlock("lr", size=3)]))
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainingDynamics(model, OptimizerConfig(), HyperSpace([HyperBlock("learning_rate")]))
+    with pytest.raises(ValueError, match="kind"):
+        OptimizerConfig(kind="rmsprop")
+    with pytest.raises(ValueError, match="beta1"):
+        TrainingDynamics(model, OptimizerConfig(kind="sgd"), HyperSpace([HyperBlock("beta1", init=0.9)]))
+    with pytest.raises(ValueError, match="momentum"):
+        TrainingDynamics(model, OptimizerConfig(kind="adam"), HyperSpace([HyperBlock("momentum", init=0.9)]))
+    with pytest.raises(ValueError, match="loss"):
+        TrainingDynamics(model, OptimizerConfig(), HyperSpace([]), loss="hinge")
+    with pytest.raises(ValueError, match="param_groups"):
+        TrainingDynamics(model, OptimizerConfig(), HyperSpace([]), param_groups="neuron")
+    dyn = TrainingDynamics(model, OptimizerConfig(), HyperSpace([HyperBlock("lr")]), param_groups="all")
+    assert dyn.n_groups == 1
+
+
+@pytest.mark.parametrize("kind,n_buf", [("sgd", 0), ("momentum", 1), ("nesterov", 1), ("adam", 2)])
+def test_state_layout(kind, n_buf):
+    dyn = TrainingDynamics(_mlp(), OptimizerConfig(kind=kind), HyperSpace([HyperBlock("lr")]))
+    assert dyn.n_groups == 2 and dyn.n_params == 4 * 5 + 5 + 5 * 3 + 3
+    assert dyn.P == dyn.n_params * (1 + n_buf)
+    s = dyn.init_state(3, dtype=F64)
+    assert s.shape == (dyn.P,) and torch.all(s[dyn.n_params :] == 0)
+    torch.testing.assert_close(s, dyn.init_state(3, dtype=F64))
+    assert not torch.equal(s, dyn.init_state(4, dtype=F64))
+    p = dyn.params(s)
+    assert p["0.weight"].shape == (5, 4) and p["2.bias"].shape == (3,)
+    torch.testing.assert_close(dyn.flatten_params(p), s[: dyn.n_params])
+
+
+# ---------------------------------------------------------------------------- the step
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("frozen", [0, 1])
+def test_per_layer_lr_only_moves_its_layer(kind, frozen):
+    """lr[frozen] = 0 leaves exactly that layer's parameters unchanged."""
+    lr = torch.tensor([0.1, 0.1], dtype=F64)
+    lr[frozen] = 0.0
+    hyper = HyperSpace([HyperBlock("lr", size=2, transform="identity", init=lr)])
+    dyn = TrainingDynamics(_mlp(), OptimizerConfig(kind=kind), hyper)
+    assert dyn.group_names == ["0", "2"]
+    x, y = _data()
+    state = dyn.init_state(0, dtype=F64)
+    phi = hyper.init_phi(F64)
+    new = state
+    for t in range(3):
+        new = dyn.step(new, phi, Batch(x, y, torch.arange(10), t))
+    before, after = dyn.params(state), dyn.params(new)
+    for name in before:
+        layer = 0 if name.startswith("0.") else 1
+        if layer == frozen:
+            assert torch.equal(before[name], after[name]), name
+        else:
+            assert not torch.equal(before[name], after[name]), name
+
+
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam"])
+def test_step_matches_torch_optim(kind):
+    """Several steps of the pure step equal torch.optim with the same (coupled) weight decay."""
+    x, y = _data(12)
+    model = _mlp(1)
+    cfg = OptimizerConfig(kind=kind, lr=0.05, weight_decay=0.01, momentum=0.8, beta1=0.85, beta2=0.97)
+    dyn = TrainingDynamics(model, cfg, HyperSpace([]))
+    state = dyn.init_state(dtype=F64)
+    phi = torch.zeros(0, dtype=F64)
+    ref = _mlp(1)
+    if kind == "adam":
+        opt = torch.optim.Adam(ref.parameters(), lr=0.05, betas=(0.85, 0.97), eps=1e-8, weight_decay=0.01)
+    else:
+        mom = 0.0 if kind == "sgd" else 0.8
+        opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=mom, nesterov=kind == "nesterov",
+                              weight_decay=0.01)
+    for t in range(4):
+        state = dyn.step(state, phi, Batch(x, y, torch.arange(12), t))
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+    got = dyn.params(state)
+    for name, p in ref.named_parameters():
+        torch.testing.assert_close(got[name], p.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_decoupled_weight_decay_matches_adamw():
+    x, y = _data(12)
+    cfg = OptimizerConfig(kind="adam", lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)
+    dyn = TrainingDynamics(_mlp(2), cfg, HyperSpace([]))
+    state = dyn.init_state(dtype=F64)
+    ref = _mlp(2)
+    opt = torch.optim.AdamW(ref.parameters(), lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+    for t in range(3):
+        state = dyn.step(state, torch.zeros(0, dtype=F64), Batch(x, y, torch.arange(12), t))
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+    for name, p in ref.named_parameters():
+        torch.testing.assert_close(dyn.params(state)[name], p.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_tuned_values_override_config_and_example_weights_enter_the_loss():
+    x, y = _data(8)
+    w = torch.linspace(0.1, 0.9, 8, dtype=F64)
+    hyper = HyperSpace([HyperBlock("lr", init=0.3), HyperBlock("example_weight", size=8, init=w)])
+    dyn = TrainingDynamics(_mlp(), OptimizerConfig(kind="sgd", lr=123.0), hyper)
+    state = dyn.init_state(0, dtype=F64)
+    phi = hyper.init_phi(F64)
+    idx = torch.tensor([5, 1, 6, 2])  # a mini-batch whose weights are looked up by index
+    new = dyn.step(state, phi, Batch(x[idx], y[idx], idx, 0))
+    theta = state[: dyn.n_params].clone().requires_grad_(True)
+    losses = dyn._per_example_loss(theta, x[idx], y[idx])
+    (w[idx] * losses).mean().backward()
+    torch.testing.assert_close(new, state - 0.3 * theta.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(dyn.train_loss(state, phi, Batch(x[idx], y[idx], idx, 0)), (w[idx] * losses).mean())
+
+
+def test_mse_loss_and_metrics():
+    model = nn.Linear(3, 1, bias=False).to(F64)
+    dyn = TrainingDynamics(model, OptimizerConfig(), HyperSpace([]), loss="mse")
+    state = torch.tensor([1.0, -1.0, 2.0], dtype=F64)
+    x = torch.eye(3, dtype=F64)
+    y = torch.zeros(3, dtype=F64)
+    # mean of 0.5 * (x_i^T theta - y_i)^2 = 0.5 * (1 + 1 + 4) / 3
+    assert float(dyn.loss(state, x, y)) == pytest.approx(1.0)
+    assert float(dyn.loss_fn(x, y)(state, torch.zeros(0))) == pytest.approx(1.0)
+    clf = TrainingDynamics(_mlp(), OptimizerConfig(), HyperSpace([]))
+    xs, ys = _data(20)
+    acc = clf.accuracy(clf.init_state(0, dtype=F64), xs, ys)
+    assert 0.0 <= acc <= 1.0
+    assert "TrainingDynamics" in repr(clf)
