@@ -22,6 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/theory.smk"
+include: "workflow/rules/bench.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 

@@ -54,6 +54,7 @@ from glocal.tasks import Task, build_task
 from glocal.utils import (
     atomic_write_csv,
     atomic_write_json,
+    atomic_write_text,
     resolve_device,
     resolve_dtype,
     versions,
@@ -481,5 +482,7 @@ def run_search(
     if task == "reweight":
         summary["search"]["reweight_rule"] = opts["reweight_rule"]
         summary["auc"] = best.get("auc")
+    # Same run-directory layout as the gradient strategies: a black-box search uses no hypergradient.
+    atomic_write_text(out / "hypergrads.jsonl", "")
     atomic_write_json(out / "summary.json", summary)
     return summary

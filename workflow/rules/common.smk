@@ -37,7 +37,8 @@ EXTRACT_DIR = f"{RESULTS}/extract/{{task}}"
 EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
 ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
 THEORY_FILES = ["checks.csv"]
-TABLE_FILES = ["summary.csv", "summary.md", "theory.md"]
+TABLE_FILES = ["summary.csv", "summary.md", "theory.md", "theory.csv", "error_vs_tau.md"]
+BENCH_FILES = ["cost.csv", "bench.json"]
 RESULTS_README = f"{RESULTS}/README.md"
 
 
@@ -57,6 +58,7 @@ FIGURE_SPECS = [
     ("theory_error_vs_tau", "Theory", lambda: True),
     ("theory_bound", "Theory", lambda: True),
     ("theory_spectrum", "Theory", lambda: True),
+    ("baselines_{task}", "Baselines", lambda: True),
 ]
 FIGURE_FORMATS = ["png", "pdf"]
 
@@ -128,12 +130,17 @@ def theory_files():
     return [f"{RESULTS}/theory/{n}" for n in THEORY_FILES]
 
 
+def bench_files():
+    return [f"{RESULTS}/bench/{n}" for n in BENCH_FILES]
+
+
 def all_targets():
     return (
         all_run_files()
         + all_extract_files()
         + analysis_files()
         + theory_files()
+        + bench_files()
         + figure_paths("png")
         + figure_paths("pdf")
         + table_paths()
@@ -191,6 +198,10 @@ def analysis_key():
 
 def theory_key():
     return _key({"dtype": config["dtype"], "device": config["device"], "theory": config["theory"]})
+
+
+def bench_key():
+    return _key({"device": config["device"], "bench": config["bench"]})
 
 
 def figures_key():

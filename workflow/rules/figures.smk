@@ -9,6 +9,7 @@ rule figures:
         extract=all_extract_files(),
         analysis=analysis_files(),
         theory=theory_files(),
+        bench=bench_files(),
     output:
         png=figure_outputs("png"),
         pdf=figure_outputs("pdf"),
@@ -48,6 +49,8 @@ rule tables:
         ),
         summary_md=f"{RESULTS}/tables/summary.md",
         theory_md=f"{RESULTS}/tables/theory.md",
+        theory_csv=f"{RESULTS}/tables/theory.csv",
+        error_md=f"{RESULTS}/tables/error_vs_tau.md",
         readme=RESULTS_README,
     params:
         results=lambda wildcards, output: os.path.dirname(output.readme),
