@@ -13,7 +13,8 @@ training steps) and every batch size of the ``extract`` config section:
 3. for every prefix length tau, estimate h_{s->s+T} from the prefix h_{s->s+1..s+tau} with each
    estimator (``limit``, ``horizon`` with steps_ahead = T - tau, ``local`` = h_{s->s+tau}) and
    each noise-robust variant (``smoothed``: fit a trailing moving average of the prefix;
-   ``averaged``: fit the mean prefix over the K batch orders), and compare with the target:
+   ``averaged``: fit the mean prefix over the K batch orders; ``truncated``: POD rank by the energy
+   threshold ``truncate_energy``), and compare with the target:
    h_{s->s+T} at full batch, the mean of h_{s->s+T} over the K orders under mini-batches.
 
 Outputs (see docs/extract.md): ``trajectory.npz``, ``estimates.csv``, ``spectra.csv``,
@@ -164,6 +165,7 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
     estimators = list(ecfg["estimators"])
     variants = list(ecfg.get("variants", []))
     smooth_w = int(ecfg.get("smooth_window", 5))
+    truncate_energy = float(ecfg.get("truncate_energy", 0.99))
     K = int(ecfg["n_batch_orders"])
     delay, rank, energy = int(ecfg.get("delay", 1)), ecfg.get("rank"), ecfg.get("energy")
     max_cond, max_ratio = float(ecfg.get("max_condition", 1e8)), float(ecfg.get("max_norm_ratio", 10.0))
@@ -192,7 +194,7 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
     settings_meta: list[dict[str, Any]] = []
 
     def add_estimates(base: dict[str, Any], prefix: torch.Tensor, target: torch.Tensor, tau: int, suffix: str,
-                      names: list[str]) -> None:
+                      names: list[str], energy: float | None = energy) -> None:
         tn = float(torch.linalg.norm(target))
         bound_abs: float | None = None
         for name in names:
@@ -273,6 +275,9 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
                     if "smoothed" in variants and tau > smooth_w:
                         fitted = [e for e in estimators if e != "local"]
                         add_estimates(base, moving_average(prefix, smooth_w), target, tau, "+smoothed", fitted)
+                    if "truncated" in variants:
+                        fitted = [e for e in estimators if e != "local"]
+                        add_estimates(base, prefix, target, tau, "+truncated", fitted, energy=truncate_energy)
                 if "averaged" in variants and n_orders > 1:
                     add_estimates({**base0, "realization": "mean"}, H[:, idx].mean(0), target, tau, "+averaged",
                                   estimators)
@@ -291,7 +296,8 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
         "task": task_name, "seed": seed, "engine": engine, "q": q, "n_train": n_train, "P": task.dynamics.P,
         "T": T, "taus": taus, "taus_dropped": dropped, "window_starts": starts, "training_steps": task.steps,
         "record_steps": "all" if engine == "forward" else f"1..{max(taus)} and {T}",
-        "estimators": estimators, "variants": variants, "smooth_window": smooth_w, "n_batch_orders": K,
+        "estimators": estimators, "variants": variants, "smooth_window": smooth_w,
+        "truncate_energy": truncate_energy, "n_batch_orders": K,
         "batch_orders": "orders 0..K-1 of Task.batches (order 0 continues the training order)",
         "settings": settings_meta, "timings": timings, "device": str(device),
         "dtype": str(dtype).replace("torch.", ""), "versions": versions(), "config": dict(config),
