@@ -141,9 +141,16 @@ def forward_trajectory(
     if Z.shape != (q, P):
         raise ValueError(f"Z0 must have shape (q, P) = ({q}, {P}), got {tuple(Z.shape)}")
     eye = torch.eye(q, dtype=phi.dtype, device=phi.device)
-    hs: list[torch.Tensor] = []
-    vals: list[torch.Tensor] = []
-    steps: list[int] = []
+    if record_set is not None:
+        missing = sorted(r for r in record_set if r < 1 or r > len(batches))
+        if missing:
+            raise ValueError(f"record offsets {missing} lie outside the window 1..{len(batches)}")
+    steps = [k for k in range(1, len(batches) + 1) if record_set is None or k in record_set]
+    # Preallocated outputs: small per-step tensors kept alive between the large temporaries of
+    # each step fragment the heap, and resident memory then grows with the window length.
+    H = torch.empty(len(steps), q, dtype=phi.dtype, device=phi.device)
+    vals = torch.empty(len(steps), dtype=state.dtype, device=state.device)
+    row = 0
     state = state.detach()
     phi = phi.detach()
     for k, batch in enumerate(batches, start=1):
@@ -159,16 +166,10 @@ def forward_trajectory(
         Z = Z.detach()
         if record_set is None or k in record_set:
             gs, gp, v = _val_grads(val_fn, state, phi)
-            hs.append(Z @ gs + gp)
-            vals.append(v)
-            steps.append(k)
-    if record_set is not None:
-        missing = sorted(r for r in record_set if r < 1 or r > len(batches))
-        if missing:
-            raise ValueError(f"record offsets {missing} lie outside the window 1..{len(batches)}")
-    return ForwardTrajectory(
-        h=torch.stack(hs), steps=steps, final_state=state, Z=Z, val_losses=torch.stack(vals)
-    )
+            torch.addmv(gp, Z, gs, out=H[row])
+            vals[row] = v
+            row += 1
+    return ForwardTrajectory(h=H, steps=steps, final_state=state, Z=Z, val_losses=vals)
 
 
 def _checkpoint_interval(checkpoint: None | str | int, T: int) -> int:

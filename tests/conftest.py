@@ -31,6 +31,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The models here are tiny: intra-op threads only add contention (and under pytest-xdist the
+# workers would oversubscribe the cores), so every test process computes single-threaded.
+torch.set_num_threads(1)
+
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """Norm-wise relative error ||a - b|| / ||b|| (absolute when b is zero)."""

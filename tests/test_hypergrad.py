@@ -383,15 +383,8 @@ def test_forward_memory_does_not_grow_with_window_but_reverse_does():
 
 
 @linux_only
-@pytest.mark.xfail(
-    strict=False,  # the growth is allocator-dependent; an XPASS means the issue may be fixed
-    reason=(
-        "known issue: forward_trajectory with record=None keeps two small tensors per step "
-        "(hs/vals lists) alive between state-sized temporaries; glibc's heap then fragments and "
-        "resident memory grows ~linearly with tau (~+30 MB at P=1e5, ~+120 MB at P=2e5 for tau 50->500). "
-        "Fix: collect rows into a preallocated (n_record, q) buffer or as Python floats."
-    ),
-)
+# Regression: rows used to be kept as small per-step tensors, which fragmented the heap so that
+# resident memory grew with tau; they now go into a preallocated (n_record, q) buffer.
 def test_forward_memory_flat_when_recording_every_step():
     fwd = _peak_rss("forward_every")
     extra = _extra_states_mb(fwd["P"])
