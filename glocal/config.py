@@ -106,10 +106,16 @@ def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
 def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[str, Any]:
     """Options of ``strategy`` for ``task``: top-level defaults merged with the task's overrides.
 
-    The outer-optimizer settings are merged in under ``outer``.
+    The outer-optimizer settings are merged in under ``outer``: ``strategy_options.outer``, then
+    ``tasks.<task>.strategy_options.outer``, then the strategy's own ``outer`` at either level.
     """
     top = config.get("strategy_options", {})
     over = task_config(config, task).get("strategy_options", {}) or {}
     opts = _deep_merge(top.get(strategy, {}), over.get(strategy, {}))
-    opts["outer"] = _deep_merge(top.get("outer", {}), over.get("outer", {}))
+    # Outer optimizer, most specific last: all strategies, the task, the strategy, the task's strategy.
+    outer: dict[str, Any] = {}
+    for layer in (top.get("outer"), over.get("outer"), top.get(strategy, {}).get("outer"),
+                  over.get(strategy, {}).get("outer")):
+        outer = _deep_merge(outer, layer or {})
+    opts["outer"] = outer
     return opts

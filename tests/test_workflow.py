@@ -208,12 +208,12 @@ def test_gpu_requested_only_for_cuda(wf: Path):
         for rule, body in blocks:
             m = re.search(r"resources: (.*)", body)
             res = dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {}
-            if rule in ("train", "train_weights", "extract"):
+            if rule in ("train", "train_weights", "extract", "bench"):
                 assert res.get("gpu", "0") == gpus, (rule, res)
                 seen.add(rule)
             else:
                 assert res.get("gpu", "0") == "0", (rule, res)
-        assert seen == {"train", "train_weights", "extract"}
+        assert seen == {"train", "train_weights", "extract", "bench"}
 
 
 def test_expected_figures_listed_once(wf: Path):
@@ -372,7 +372,9 @@ def test_smoke_end_to_end(tmp_path: Path):
     assert any(p.startswith("results/figures/") for p in outputs)
     for rel in outputs:
         path = wf / rel
-        assert path.is_file() and path.stat().st_size > 0, rel
+        # a run that tunes nothing (fixed, random, tpe) has an empty hypergradient log
+        may_be_empty = rel.endswith("hypergrads.jsonl") and any(f"/{s}/" in rel for s in ("fixed", "random", "tpe"))
+        assert path.is_file() and (may_be_empty or path.stat().st_size > 0), rel
         if rel.endswith(".png"):
             assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
         if rel.endswith(".pdf"):
