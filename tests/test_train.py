@@ -174,3 +174,16 @@ def test_engine_choice_follows_cost() -> None:
     assert choose_engine("auto", q=300, tau=20, trajectory=True) == "reverse"
     assert choose_engine("auto", q=5, tau=1, trajectory=False) == "reverse"
     assert choose_engine("forward", q=300, tau=1, trajectory=False) == "forward"
+
+
+def test_outer_settings_most_specific_wins() -> None:
+    from glocal.config import strategy_options
+
+    cfg = load_config(None, {
+        "strategy_options": {"outer": {"lr": 0.05, "clip": 2.0}, "glocal": {"outer": {"lr": 0.2}}},
+        "tasks": {"lr": {"strategy_options": {"outer": {"lr": 0.07}, "global": {"outer": {"optimizer": "sgd"}}}}},
+    })
+    assert strategy_options(cfg, "lr", "local")["outer"] == {"optimizer": "adam", "lr": 0.07, "clip": 2.0}
+    assert strategy_options(cfg, "lr", "glocal")["outer"]["lr"] == 0.2
+    assert strategy_options(cfg, "lr", "global")["outer"] == {"optimizer": "sgd", "lr": 0.07, "clip": 2.0}
+    assert strategy_options(cfg, "reweight", "global")["outer"] == {"optimizer": "adam", "lr": 0.05, "clip": 2.0}
