@@ -57,6 +57,12 @@ SCALES: dict[str, dict[str, Any]] = {
         "hpo": {"steps": 30, "window": 10, "meta_iterations": 10, "repeats": 1, "reweight_q": None},
         "memory_methods": ["floor", "reverse"], "skip": ["reverse_sqrt", "forward_all"],
     },
+    "medium": {  # the default pipeline's cost figure: slopes over a few points, a couple of minutes
+        "repeats": 2, "Ts": [25, 50, 100], "peer_Ts": [50], "memory_Ts": [25, 100], "q_T": 30, "qs": [3, 30],
+        "taus": [5, 10, 20, 40], "global_Ts": [25, 50, 100], "cost_qs": [3, 30], "q_tau": 10,
+        "hpo": {"steps": 60, "window": 10, "meta_iterations": 10, "repeats": 1, "reweight_q": None},
+        "memory_methods": ["floor", "reverse", "forward"], "skip": ["reverse_sqrt", "forward_all"],
+    },
     "full": {
         "repeats": 3, "Ts": [50, 100, 200, 400], "peer_Ts": [50, 100, 200, 400], "memory_Ts": [50, 400],
         "q_T": 100, "qs": [3, 30, 300], "taus": [1, 5, 10, 20, 50, 100], "global_Ts": [50, 100, 200, 400],
@@ -521,7 +527,8 @@ def run_benchmark(scale: str, device: torch.device, out: Path | None) -> dict[st
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``glocal bench``."""
     p.add_argument("--scale", choices=sorted(SCALES), default="small",
-                   help="small: one T, seconds (CI); full: T in {50,100,200,400}, q in {3,30,300}, minutes")
+                   help="small: one T, seconds (CI); medium: a few T, tau and q (the pipeline's cost figure); "
+                        "full: T in {50,100,200,400}, q in {3,30,300}, minutes")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--out", default="results/bench", help="directory for bench.json and cost.csv")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

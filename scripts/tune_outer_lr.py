@@ -1,9 +1,10 @@
 """Give every gradient strategy a fair chance: pick its outer (meta) learning rate on a tuning seed.
 
-For each task and strategy (local, glocal, global) this runs the config's experiment on a
-seed that the reported runs never use (default 100) for each outer learning rate of a grid
-and keeps the one with the lowest *validation* loss at the end of training (test data is never
-looked at). The table it writes is what `config.yaml`'s per-task `strategy_options.*.outer.lr`
+For each task and strategy (local, glocal, global) this runs the config's experiment on
+seeds that the reported runs never use (default 100 and 101) for each outer learning rate of a
+grid and keeps the one with the lowest mean *validation* loss at the end of training over those
+seeds (test data is never looked at; a setting that diverges on any tuning seed is excluded).
+The table it writes is what `config.yaml`'s per-task `strategy_options.<strategy>.outer.lr`
 came from; rerun it after changing the experiment:
 
     python scripts/tune_outer_lr.py --config config.yaml --out results/tuning
@@ -27,8 +28,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="config.yaml")
     p.add_argument("--out", default="results/tuning")
-    p.add_argument("--seed", type=int, default=100)
-    p.add_argument("--grid", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
+    p.add_argument("--grid", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
     p.add_argument("--tasks", nargs="+", default=["lr", "reweight"])
     p.add_argument("--strategies", nargs="+", default=["local", "glocal", "global"])
     args = p.parse_args()
@@ -39,15 +40,22 @@ def main() -> None:
     for task in args.tasks:
         for strategy in args.strategies:
             for lr in args.grid:
-                cfg = load_config(args.config, {"tasks": {task: {"strategy_options": {"outer": {"lr": lr}}}}})
-                run_dir = out / task / strategy / f"lr{lr:g}"
-                if (run_dir / "summary.json").exists():
-                    s = json.loads((run_dir / "summary.json").read_text())
-                else:
-                    s = run_experiment(cfg, task, strategy, args.seed, run_dir, progress=False)
-                val = s["final"]["val_loss"]
-                rows.append({"task": task, "strategy": strategy, "outer_lr": lr, "final_val_loss": val,
-                             "diverged_step": s["diverged_step"], "wall_time": round(s["time"]["total"], 2)})
+                over = {"tasks": {task: {"strategy_options": {strategy: {"outer": {"lr": lr}}}}}}
+                cfg = load_config(args.config, over)
+                vals, diverged, wall = [], False, 0.0
+                for seed in args.seeds:
+                    run_dir = out / task / strategy / f"lr{lr:g}" / f"seed{seed}"
+                    if (run_dir / "summary.json").exists():
+                        s = json.loads((run_dir / "summary.json").read_text())
+                    else:
+                        s = run_experiment(cfg, task, strategy, seed, run_dir, progress=False)
+                    v = s["final"]["val_loss"]
+                    diverged |= s["diverged_step"] is not None or v is None
+                    vals.append(float("inf") if v is None else v)
+                    wall += s["time"]["total"]
+                rows.append({"task": task, "strategy": strategy, "outer_lr": lr,
+                             "final_val_loss": sum(vals) / len(vals), "worst_val_loss": max(vals),
+                             "diverged_step": 0 if diverged else None, "wall_time": round(wall, 2)})
                 print(rows[-1], flush=True)
     with open(out / "outer_lr.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
