@@ -1,5 +1,6 @@
 """``glocal tables --results results --out results/tables``: summary.md/.csv (final metrics and wall time,
-mean +- std over seeds, per task x strategy), theory.md/.csv, error_vs_tau.md, and results/README.md."""
+mean +- std over seeds, per task x strategy), theory.md/.csv, error_vs_tau.md, budget.md/.csv (gradient
+strategies against black-box search at equal runs and equal wall time), and results/README.md."""
 
 from __future__ import annotations
 
@@ -173,6 +174,11 @@ def run(args: argparse.Namespace) -> int:
                                              "worst_case"])
     atomic_write_text(out / "theory.md", theory_markdown(th, read_json(results / "theory" / "summary.json")))
     atomic_write_text(out / "error_vs_tau.md", error_markdown(results / "analysis"))
+    from figures.budget import BUDGET_FIELDS, budget_markdown, budget_rows
+
+    brows = budget_rows(runs)
+    atomic_write_csv(out / "budget.csv", brows, BUDGET_FIELDS)
+    atomic_write_text(out / "budget.md", budget_markdown(brows))
     from figures.cli import tasks_of
     tasks = tasks_of(config, runs, results)
     atomic_write_text(Path(args.readme) if args.readme else results / "README.md", readme(tasks))

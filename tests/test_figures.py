@@ -319,3 +319,29 @@ def test_catalog_matches_docs():
     doc = (Path(__file__).parents[1] / "docs" / "figures.md").read_text()
     assert catalog.markdown() in doc
     assert style.COLORS["glocal"] != style.COLORS["local"] and len(set(style.COLORS.values())) == 6
+
+
+def test_budget_table_reads_searches_at_the_gradient_budget(tmp_path):
+    """random/tpe are read at the gradient strategy's number of runs and wall time (best so far by val loss)."""
+    from figures.budget import budget_rows
+    from figures.io import Run
+
+    trials = {
+        "n_training_runs": np.array([1.0, 2.0, 3.0]),
+        "cumulative_wall_time": np.array([1.0, 2.0, 3.0]),
+        "best_so_far_test_loss": np.array([0.9, 0.5, 0.4]),
+        "best_so_far_test_acc": np.array([0.1, 0.5, 0.6]),
+    }
+    runs = {"lr": {
+        "glocal": {0: Run("lr", "glocal", 0, tmp_path, summary={
+            "n_training_runs": 1, "time": {"total": 2.5}, "final": {"test_loss": 0.3, "test_acc": 0.7}})},
+        "global": {0: Run("lr", "global", 0, tmp_path, summary={
+            "n_training_runs": 3, "time": {"total": 0.5}, "final": {"test_loss": 0.2, "test_acc": 0.8}})},
+        "random": {0: Run("lr", "random", 0, tmp_path, summary={"n_training_runs": 3}, trials=trials)},
+    }}
+    rows = {r["strategy"]: r for r in budget_rows(runs)}
+    assert rows["glocal"]["random_runs_test_loss"] == 0.9  # after 1 trial
+    assert rows["glocal"]["random_wall_test_loss"] == 0.5  # trials finished within 2.5 s
+    assert rows["global"]["random_runs_test_loss"] == 0.4  # after 3 trials
+    assert rows["global"]["random_wall_n_missing"] == 1  # no trial finished within 0.5 s
+    assert rows["global"]["tpe_runs_n_missing"] == 1  # no tpe run at all

@@ -37,7 +37,7 @@ EXTRACT_DIR = f"{RESULTS}/extract/{{task}}"
 EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
 ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
 THEORY_FILES = ["checks.csv"]
-TABLE_FILES = ["summary.csv", "summary.md", "theory.md", "theory.csv", "error_vs_tau.md"]
+TABLE_FILES = ["summary.csv", "summary.md", "theory.md", "theory.csv", "error_vs_tau.md", "budget.md", "budget.csv"]
 BENCH_FILES = ["cost.csv", "bench.json"]
 RESULTS_README = f"{RESULTS}/README.md"
 

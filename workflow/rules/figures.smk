@@ -51,6 +51,8 @@ rule tables:
         theory_md=f"{RESULTS}/tables/theory.md",
         theory_csv=f"{RESULTS}/tables/theory.csv",
         error_md=f"{RESULTS}/tables/error_vs_tau.md",
+        budget_md=f"{RESULTS}/tables/budget.md",
+        budget_csv=f"{RESULTS}/tables/budget.csv",
         readme=RESULTS_README,
     params:
         results=lambda wildcards, output: os.path.dirname(output.readme),
