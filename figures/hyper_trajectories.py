@@ -93,7 +93,7 @@ def plot_hyper_trajectories(runs: Mapping[str, Mapping[int, Run]], task: str, ou
         ax.set_visible(False)
     fig.suptitle(f"task {task}: hyperparameter trajectories (mean over seeds, band min-max)", fontsize=9)
     style.finish(fig)
-    style.legend_below(fig, axes, ncol=4)
-    fig.subplots_adjust(bottom=0.12 if nrows > 1 else 0.22)
+    style.legend_below(fig, axes, ncol=6)  # one row: it must clear the bottom panels' axis labels
+    fig.subplots_adjust(bottom=0.15 if nrows > 1 else 0.24)
     data.update(style.save(fig, out_stem))
     return data
