@@ -168,7 +168,8 @@ def test_resolved_config_has_defaults_and_merges(wf: Path):
     assert cfg["tasks"]["lr"]["steps"] == smoke["tasks"]["lr"]["steps"]
     assert cfg["data"]["val_fraction"] == 0.2  # schema default
     assert cfg["strategy_options"]["glocal"]["estimator"] == "limit"  # config.yaml / default
-    assert cfg["tasks"]["lr"]["strategy_options"] == {}
+    base = yaml.safe_load((wf / "config.yaml").read_text())
+    assert cfg["tasks"]["lr"]["strategy_options"] == base["tasks"]["lr"]["strategy_options"]  # config.yaml, kept
     assert "--config results/config.resolved.yaml" in output_of(snakemake(wf, "-n", "-p"))
 
 
