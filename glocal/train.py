@@ -304,11 +304,11 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
                 r.n_updates += 1
             r.record_update(h, local, info)
         bar.update(end - r.step)
-        r.step = end
+        prev, r.step = r.step, end
         r.outer_steps += 1
         if r.check_divergence():
             return
-        if r.step % r.eval_every == 0 or r.step // r.eval_every != (r.step - (end - r.step)) // r.eval_every:
+        if r.step // r.eval_every != prev // r.eval_every:  # the window crossed an evaluation point
             r.log_metrics()
         if r.outer_steps % r.checkpoint_every == 0 and r.step < T:
             r.checkpoint()

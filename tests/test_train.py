@@ -187,3 +187,10 @@ def test_outer_settings_most_specific_wins() -> None:
     assert strategy_options(cfg, "lr", "glocal")["outer"]["lr"] == 0.2
     assert strategy_options(cfg, "lr", "global")["outer"] == {"optimizer": "sgd", "lr": 0.07, "clip": 2.0}
     assert strategy_options(cfg, "reweight", "global")["outer"] == {"optimizer": "adam", "lr": 0.05, "clip": 2.0}
+
+
+def test_metrics_logged_when_a_window_crosses_an_evaluation_point(tmp_path: Path) -> None:
+    cfg = load_config(None, {**TINY, "strategy_options": {"local": {"window": 2, "eval_every": 5}}})
+    run_experiment(cfg, "lr", "local", 0, tmp_path / "run", progress=False)
+    steps = [int(r["step"]) for r in _read_metrics(tmp_path / "run" / "metrics.csv")]
+    assert steps == [0, 6, 10, 16, 20, 24]
