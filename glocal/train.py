@@ -235,6 +235,11 @@ class _Run:
         self.hyperlog.append(rec)
 
 
+def record_stride(opts: Mapping[str, Any], tau: int) -> int:
+    """Every how many steps the reverse engine records h_t in a window of tau steps (>= 1, <= tau)."""
+    return max(1, min(int(opts.get("record_stride") or 1), tau))
+
+
 def _window_hypergradients(r: _Run, batches: list, trajectory: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(h trajectory or local h, new state) over ``batches`` from r.state with the chosen engine."""
     task = r.task
@@ -247,8 +252,9 @@ def _window_hypergradients(r: _Run, batches: list, trajectory: bool) -> tuple[to
         if engine == "forward":
             res = forward_trajectory(step_fn, val_fn, r.state, r.phi, batches, chunk_size=chunk)
         else:
-            stride = int(r.opts.get("record_stride") or 1)
-            rec = sorted(set(range(stride, tau + 1, stride)) | {tau})
+            stride = record_stride(r.opts, tau)
+            # Equally spaced and ending at tau, so the fit sees a time-invariant sampled system.
+            rec = list(range(tau - (tau - 1) // stride * stride, tau + 1, stride))
             res = reverse_window_hypergradients(step_fn, val_fn, r.state, r.phi, batches, rec, chunk_size=chunk)
         return res.h, res.final_state
     if engine == "forward":
@@ -282,7 +288,9 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
                 h, info, local = traj_or_h, {"estimator": "local", "tau": len(batches)}, None
             else:
                 t1 = time.perf_counter()
-                steps_ahead = r.opts.get("steps_ahead") or (T - end)
+                # The fitted model steps once per recorded step: extrapolate in those units.
+                stride = record_stride(r.opts, len(batches)) if r.engine == "reverse" else 1
+                steps_ahead = r.opts.get("steps_ahead") or math.ceil((T - end) / stride)
                 est = glocal_estimate(
                     traj_or_h,
                     estimator=r.opts.get("estimator", "limit"),

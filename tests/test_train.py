@@ -194,3 +194,26 @@ def test_metrics_logged_when_a_window_crosses_an_evaluation_point(tmp_path: Path
     run_experiment(cfg, "lr", "local", 0, tmp_path / "run", progress=False)
     steps = [int(r["step"]) for r in _read_metrics(tmp_path / "run" / "metrics.csv")]
     assert steps == [0, 6, 10, 16, 20, 24]
+
+
+def test_strided_reverse_window_records_equally_spaced_steps(tmp_path: Path) -> None:
+    """record_stride: the reverse engine records every k-th step ending at the window's end, and the
+    horizon estimate extrapolates in units of k steps (a run with stride 1 and one with stride 3 both work)."""
+    import glocal.train as train_mod
+
+    seen: list[list[int]] = []
+    orig = train_mod.reverse_window_hypergradients
+
+    def spy(*a, **k):
+        seen.append(list(a[5]))
+        return orig(*a, **k)
+
+    train_mod.reverse_window_hypergradients = spy
+    try:
+        opts = {"window": 8, "engine": "reverse", "record_stride": 3, "estimator": "horizon"}
+        cfg = load_config(None, {**TINY, "strategy_options": {"glocal": opts}})
+        s = run_experiment(cfg, "reweight", "glocal", 0, tmp_path / "run", progress=False)
+    finally:
+        train_mod.reverse_window_hypergradients = orig
+    assert seen and all(rec == [2, 5, 8] for rec in seen)
+    assert s["n_hyper_updates"] == 3 and s["diverged_step"] is None
