@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -40,7 +39,16 @@ from glocal.config import ConfigError, load_config
 from glocal.hypergrad import forward_trajectory, reverse_window_hypergradients, unroll
 from glocal.koopman import glocal_estimate, hankel_dmd
 from glocal.tasks import TASKS, Task, build_task
-from glocal.utils import atomic_write_bytes, atomic_write_csv, atomic_write_json, resolve_device, resolve_dtype, versions
+from glocal.utils import (
+    add_threads_argument,
+    apply_threads,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    resolve_device,
+    resolve_dtype,
+    versions,
+)
 
 __all__ = [
     "run_extract",
@@ -316,8 +324,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     p.add_argument("--dtype", choices=["float32", "float64"], help="override extract.dtype")
     p.add_argument("--progress", action="store_true", help="print a line per finished window")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: $OMP_NUM_THREADS, else 1; oversubscribed cores slow small ops 10-50x)")
+    add_threads_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -327,8 +334,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     if args.dtype:
         overrides["extract"] = {"dtype": args.dtype}
-    threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
-    torch.set_num_threads(max(1, threads))
+    apply_threads(args.threads)
     config = load_config(args.config, overrides)
     if args.task not in TASKS:
         raise ConfigError(f"--task: unknown task {args.task!r}; expected one of {list(TASKS)}")

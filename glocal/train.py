@@ -42,6 +42,8 @@ from glocal.hypergrad import (
 from glocal.koopman import glocal_estimate
 from glocal.tasks import Task, build_task
 from glocal.utils import (
+    add_threads_argument,
+    apply_threads,
     atomic_torch_save,
     atomic_write_csv,
     atomic_write_json,
@@ -480,13 +482,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     p.add_argument("--dtype", choices=["float32", "float64"], help="override the config's dtype")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: $OMP_NUM_THREADS, else 1: small models run fastest single-threaded)")
+    add_threads_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """``glocal train``."""
-    torch.set_num_threads(max(1, args.threads or int(os.environ.get("OMP_NUM_THREADS") or 1)))
+    apply_threads(args.threads)
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device

@@ -28,6 +28,8 @@ __all__ = [
     "set_seed",
     "versions",
     "to_jsonable",
+    "add_threads_argument",
+    "apply_threads",
 ]
 
 
@@ -133,6 +135,20 @@ def set_seed(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def add_threads_argument(parser) -> None:
+    """The ``--threads`` option shared by the commands that train."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: $OMP_NUM_THREADS, else 1: these small models run fastest "
+                             "single-threaded, and oversubscribed cores slow small operations 10-50x)")
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's CPU threads from ``--threads``, else $OMP_NUM_THREADS, else 1; return the number."""
+    n = max(1, threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
+    torch.set_num_threads(n)
+    return n
 
 
 def versions() -> dict[str, str]:
