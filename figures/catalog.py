@@ -58,6 +58,10 @@ TABLES: list[tuple[str, str]] = [
     ("error_vs_tau.md",
      "The extraction analysis (`glocal analyze`): relative error per tau and estimator with the ratio to "
      "local, per task, batch mode and window start."),
+    ("budget.md / budget.csv",
+     "Gradient strategies against random search and TPE at equal budgets: for each gradient strategy's "
+     "number of full training runs and wall time, the test loss / accuracy of the searches' best trial so far "
+     "(by validation loss), mean ± std over seeds."),
 ]
 
 
