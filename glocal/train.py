@@ -140,8 +140,7 @@ def _finite(x: torch.Tensor) -> bool:
 class _Run:
     """Mutable state of one run, checkpointed as plain tensors and lists."""
 
-    def __init__(self, task: Task, strategy: str, opts: dict[str, Any], out: Path, fingerprint: str,
-                 progress: bool) -> None:
+    def __init__(self, task: Task, strategy: str, opts: dict[str, Any], out: Path, fingerprint: str) -> None:
         self.task, self.strategy, self.opts, self.out, self.fp = task, strategy, opts, out, fingerprint
         self.eval_every = int(opts.get("eval_every") or max(1, task.steps // 50))
         self.checkpoint_every = int(opts.get("checkpoint_every") or 10)
@@ -161,7 +160,6 @@ class _Run:
         self.diverged_step: int | None = None
         self.engine: str | None = None
         self.n_updates = 0
-        self.progress = progress
         self.last_eval_step = -1
 
     # ---------------------------------------------------------------- bookkeeping
@@ -415,7 +413,7 @@ def run_experiment(
     atomic_write_json(out / "config.json", {**resolved, "fingerprint": fp})
     if progress is None:
         progress = sys.stderr.isatty()
-    r = _Run(t, strategy, opts, out, fp, progress)
+    r = _Run(t, strategy, opts, out, fp)
     ck_path = out / "checkpoint.pt"
     resumed = False
     if ck_path.exists():

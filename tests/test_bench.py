@@ -13,14 +13,6 @@ from benchmarks.run import COST_COLUMNS, make_task
 from glocal.hypergrad import reverse_hypergradient
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _reference(task, T):
     s0, phi = task.init_state(), task.init_phi()
     # move phi off its initial value so every coordinate matters

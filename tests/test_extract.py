@@ -47,15 +47,7 @@ def _header(path):
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def extracted(tmp_path_factory, one_thread):
+def extracted(tmp_path_factory):
     cfg = load_config(None, TINY)
     root = tmp_path_factory.mktemp("extract")
     metas = {t: run_extract(cfg, t, root / t) for t in ("lr", "reweight")}

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from glocal.cli import main
@@ -26,14 +25,6 @@ TINY = {
 }
 WALL = ("wall_time", "cumulative_wall_time")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest (and steadiest on a shared machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _write_cfg(tmp_path: Path, cfg: dict) -> Path:
