@@ -6,6 +6,7 @@ Hypothesis profiles (pick one with the environment variable ``HYPOTHESIS_PROFILE
   (derived from ``git rev-parse HEAD``, or ``GLOCAL_HYPOTHESIS_SEED``, or pytest's ``--hypothesis-seed``)
   and printed in the session header: a run is reproducible, and every new commit sees new inputs.
 * ``thorough``: 200 examples per property, fresh random inputs every run.
+* ``mutation``: 5 derandomized examples (scripts/mutation_test.sh runs the tests once per mutant).
 
 No test sets ``max_examples`` itself except as a fraction of the profile's (``settings.default.max_examples``),
 so ``HYPOTHESIS_PROFILE=thorough`` reaches every property test.
@@ -38,6 +39,14 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile(  # scripts/mutation_test.sh: every mutant runs the property tests; few fixed examples
+    "mutation",
+    max_examples=5,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -46,7 +55,7 @@ def _ci_seed() -> tuple[int | None, str]:
     if "GLOCAL_HYPOTHESIS_SEED" in os.environ:
         return int(os.environ["GLOCAL_HYPOTHESIS_SEED"]), "GLOCAL_HYPOTHESIS_SEED"
     if settings.get_current_profile_name() != "ci":
-        return None, f"profile {settings.get_current_profile_name()!r}: a fresh seed per test"
+        return None, f"profile {settings.get_current_profile_name()!r}: seeded by hypothesis"
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()

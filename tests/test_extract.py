@@ -100,8 +100,9 @@ def test_last_row_matches_reverse(extracted, task):
     phi = tk.init_phi()
     state = unroll(tk.dynamics.step, tk.init_state(), phi, tk.batches(0, s))
     ref = reverse_hypergradient(tk.dynamics.step, tk.val_fn(), state, phi, tk.batches(s, s + T)).h
-    h = np.load(root / task / "trajectory.npz")[f"h__full__s{s}"][0, -1]
-    np.testing.assert_allclose(h, ref.numpy(), rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+    h = torch.as_tensor(np.load(root / task / "trajectory.npz")[f"h__full__s{s}"][0, -1])
+    # the extraction's engine (forward for lr, reverse window for reweight) against reverse mode, float64
+    assert float((h - ref).norm() / ref.norm()) <= 1e-12
 
 
 def test_glocal_beats_local_full_batch_reweight(extracted):

@@ -360,6 +360,78 @@ def test_cuda_env_matches_cpu_env():
 # ------------------------------------------------------------------------------------------
 # end to end with the real glocal command line (smoke config)
 # ------------------------------------------------------------------------------------------
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_smoke_numbers(wf: Path, scratch: Path) -> None:
+    """Values of a finished smoke run against the library called directly with the same resolved config
+    (CPU, float64, one thread: the same numbers to the last bit)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from glocal.cli import main as glocal_main
+    from glocal.config import load_config
+    from glocal.hypergrad import reverse_hypergradient, unroll
+    from glocal.tasks import build_task
+    from theory_checks import properties as pr
+    from theory_checks.quadratic import make_problem
+
+    resolved = wf / "results/config.resolved.yaml"
+    cfg = load_config(str(resolved))
+    assert cfg["dtype"] == "float64" and cfg["device"] == "cpu"
+
+    # training: a direct `glocal train` of the same config and seed gives the same summary numbers and metrics
+    for task, strategy in (("lr", "glocal"), ("reweight", "global")):
+        run = wf / f"results/runs/{task}/{strategy}/seed0"
+        out = scratch / task / strategy
+        assert glocal_main(["train", "--config", str(resolved), "--task", task, "--strategy", strategy,
+                            "--seed", "0", "--out", str(out), "--no-progress"]) == 0
+        piped, direct = (json.loads((d / "summary.json").read_text()) for d in (run, out))
+        assert piped["final"] == direct["final"], (task, strategy, piped["final"], direct["final"])
+        assert piped["hyperparameters"] == direct["hyperparameters"]
+        assert piped["n_hyper_updates"] == direct["n_hyper_updates"] > 0
+        assert piped.get("auc") == direct.get("auc")
+        strip = [{k: v for k, v in r.items() if k != "wall_time"} for r in _rows(run / "metrics.csv")]
+        assert strip == [{k: v for k, v in r.items() if k != "wall_time"} for r in _rows(out / "metrics.csv")]
+
+    # extraction: the recorded exact trajectory's last row is the reverse-mode hypergradient of the same window
+    for task in ("lr", "reweight"):
+        ext = wf / f"results/extract/{task}"
+        meta = json.loads((ext / "meta.json").read_text())
+        dtype = getattr(torch, meta["dtype"])
+        tk = build_task(cfg, task, meta["seed"], torch.device("cpu"), dtype)
+        tk.batch_size = None
+        s = meta["window_starts"][-1]
+        phi = tk.init_phi()
+        state = unroll(tk.dynamics.step, tk.init_state(), phi, tk.batches(0, s))
+        steps = cfg["extract"]["steps"]
+        ref = reverse_hypergradient(tk.dynamics.step, tk.val_fn(), state, phi, tk.batches(s, s + steps)).h
+        h = torch.as_tensor(np.load(ext / "trajectory.npz")[f"h__full__s{s}"][0, -1])
+        rel = float((h - ref).norm() / ref.norm())
+        assert rel <= (1e-12 if dtype == torch.float64 else 1e-5), (task, rel)
+
+    # theory: no check failed; an engine check and the complexity counts equal direct computations
+    th = wf / "results/theory"
+    summary = json.loads((th / "summary.json").read_text())
+    assert summary["failed"] == 0, summary["by_check"]
+    rows = _rows(th / "checks.csv")
+    fd_row = next(r for r in rows if r["check"] == "engines_fd")
+    inp = json.loads(fd_row["inputs"])
+    P = make_problem(inp["kind"], p=inp["p"], q_or_n=inp["q"], kappa=inp["kappa"],
+                     alpha_fraction=inp["alpha_fraction"], seed=inp["seed"])
+    direct = {r.check: r.measured for r in pr.check_engines(P, inp["T"], fd_eps=inp["fd_eps"])}
+    assert float(fd_row["measured"]) == direct["engines_fd"]
+    fwd_row = next(r for r in rows if r["check"] == "engines_forward" and r["case"] == fd_row["case"])
+    assert float(fwd_row["measured"]) == direct["engines_forward"]
+    comp = [r for r in _rows(th / "complexity.csv") if r["check"] == "complexity_forward_trajectory_q" and r["operations"]]
+    sizes, counts = [int(r["size"]) for r in comp], [int(r["operations"]) for r in comp]
+    assert counts == pr.count_forward_q(sizes, tau=min(cfg["theory"]["complexity_sizes"]))
+
+
 def test_smoke_end_to_end(tmp_path: Path):
     """The smoke config runs end to end; one test (not a fixture shared by several) so that
     pytest-xdist never runs the DAG twice."""
@@ -382,6 +454,9 @@ def test_smoke_end_to_end(tmp_path: Path):
             assert path.read_bytes()[:5] == b"%PDF-", rel
     with open(wf / "results/tables/summary.csv") as f:
         assert list(csv.DictReader(f)), "empty summary table"
+
+    # the numbers, not only the files: the pipeline's results equal direct calls of the library
+    check_smoke_numbers(wf, tmp_path / "direct")
 
     # the HTML report shows the figures with their captions
     proc = snakemake(wf, "--configfile", SMOKE, "--report", "results/report.html")
