@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "configs", "workflow", "profiles"]
 SMOKE = "configs/smoke.yaml"
-SMOKE_TIMEOUT = 900  # seconds; the smoke DAG takes a few minutes on 2 cores
+SMOKE_TIMEOUT = 1800  # seconds: a hang guard (the smoke DAG takes a few minutes on 2 idle cores, 15 on busy ones)
 
 # import name -> conda package name, where they differ
 IMPORT_TO_PACKAGE = {
