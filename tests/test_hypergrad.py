@@ -76,6 +76,9 @@ def test_engines_agree_all_hyperparameters(problem_factory, relerr, fd_check, me
     assert win.steps == fwd.steps
     for k in range(T):
         assert relerr(win.h[k], fwd.h[k]) <= ENGINE_RTOL, f"window step {k + 1}"
+    assert relerr(win.final_state, fwd.final_state) <= ENGINE_RTOL
+    assert relerr(win.val_losses, fwd.val_losses) <= ENGINE_RTOL
+    assert win.Z.numel() == 0  # reverse mode has no tangent matrix
 
 
 @pytest.mark.parametrize("opt_kind", OPTIMIZERS)
@@ -224,6 +227,42 @@ def test_engines_reject_bad_inputs(problem_factory):
         forward_trajectory(dyn.step, val_fn, s, phi, batches, record=[4])
     with pytest.raises(ValueError, match="record_steps"):
         reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [0])
+    with pytest.raises(ValueError, match="record_steps is empty"):
+        reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [])
+    with pytest.raises(ValueError, match="record_steps must lie in"):  # the largest offset is checked
+        reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [1, 2, len(batches) + 1])
+
+
+def _phi_free_problem():
+    """A step and a meta objective that do not depend on phi at all."""
+    state, phi = torch.linspace(-1, 1, 5, dtype=torch.float64), torch.tensor([0.3, -0.2], dtype=torch.float64)
+
+    def step(s, p, batch):
+        return 0.9 * s + 0.1 * torch.tanh(s)
+
+    def val(s, p):
+        return (s * s).sum()
+
+    return step, val, state, phi, [None] * 4
+
+
+def test_hyperparameters_that_change_nothing_get_zero():
+    """Hyperparameters that change nothing get exactly zero hypergradient from every engine."""
+    step, val, state, phi, batches = _phi_free_problem()
+    zero = torch.zeros_like(phi)
+    assert torch.equal(forward_trajectory(step, val, state, phi, batches).h, torch.zeros(4, 2, dtype=phi.dtype))
+    for ckpt in (None, "sqrt", 3):
+        assert torch.equal(reverse_hypergradient(step, val, state, phi, batches, checkpoint=ckpt).h, zero), ckpt
+    assert torch.equal(reverse_window_hypergradients(step, val, state, phi, batches).h, torch.zeros(4, 2, dtype=phi.dtype))
+
+
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="checkpoint='graph' raises when phi never enters the graph (autograd.grad of a value "
+                          "that requires no grad); allow_unused=True does not cover it. Remove once fixed.")
+def test_graph_mode_hyperparameters_that_change_nothing_get_zero():
+    step, val, state, phi, batches = _phi_free_problem()
+    h = reverse_hypergradient(step, val, state, phi, batches, checkpoint="graph").h
+    assert torch.equal(h, torch.zeros_like(phi))
 
 
 # ---------------------------------------------------------------------------- IFT limit
