@@ -68,6 +68,7 @@ def test_engines_agree_all_hyperparameters(problem_factory, relerr, fd_check, me
         rev = reverse_hypergradient(dyn.step, val_fn, s, phi, batches, checkpoint=ckpt)
         assert relerr(rev.h, h) <= ENGINE_RTOL, f"checkpoint={ckpt!r}: {relerr(rev.h, h):.3g}"
         assert rev.val_loss == pytest.approx(float(fwd.val_losses[-1]), rel=1e-12)
+        assert relerr(rev.final_state, fwd.final_state) <= ENGINE_RTOL, f"checkpoint={ckpt!r}"
 
     fd, bound = fd_reference(dyn.step, val_fn, s, phi, batches)
     assert_fd_close(h, fd, bound, "forward vs FD")
