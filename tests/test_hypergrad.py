@@ -79,7 +79,7 @@ def test_engines_agree_all_hyperparameters(problem_factory, relerr, fd_check, me
         assert relerr(win.h[k], fwd.h[k]) <= ENGINE_RTOL, f"window step {k + 1}"
     assert relerr(win.final_state, fwd.final_state) <= ENGINE_RTOL
     assert relerr(win.val_losses, fwd.val_losses) <= ENGINE_RTOL
-    assert win.Z.numel() == 0  # reverse mode has no tangent matrix
+    assert win.Z.numel() == 0 and win.Z.dtype == fwd.Z.dtype  # reverse mode has no tangent matrix
 
 
 @pytest.mark.parametrize("opt_kind", OPTIMIZERS)
@@ -142,6 +142,8 @@ def test_prefix_windows_and_record(problem_factory, relerr, opt_kind):
         assert relerr(rev.h, fwd.h[k - 1]) <= ENGINE_RTOL
     sub = forward_trajectory(dyn.step, val_fn, s, phi, batches, record=[2, 5], chunk_size=3)
     assert sub.steps == [2, 5]
+    first = forward_trajectory(dyn.step, val_fn, s, phi, batches, record=[1])  # the first offset is valid
+    assert first.steps == [1] and relerr(first.h[0], fwd.h[0]) <= ENGINE_RTOL
     assert relerr(sub.h[0], fwd.h[1]) <= ENGINE_RTOL and relerr(sub.h[1], fwd.h[4]) <= ENGINE_RTOL
     rsub = reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [5, 2])
     assert rsub.steps == [2, 5]
