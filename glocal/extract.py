@@ -105,12 +105,12 @@ def modal_tail_bound(traj: torch.Tensor, steps_ahead: int, *, delay: int = 1, ra
                      energy: float | None = None) -> float:
     """The fitted modes' tail: sum_j |b_j| * ||g^dagger v_j|| * |lambda_j|^steps_ahead.
 
-    Fit the Hankel-DMD model y_{t+1} = A y_t + c (POD coordinates) to ``traj``; take its fixed
-    point y* = (I - A)^{-1} c; decompose the last snapshot's deviation y_tau - y* = V b in the
-    eigenvectors v_j of A (eigenvalues lambda_j); map each mode back to a hypergradient by the
-    POD basis and the last delay block (g^dagger). The model's own h_{tau + n} - h_limit is
-    sum_j b_j lambda_j^n g^dagger v_j, so the returned number bounds the model-predicted
-    distance between the ``limit`` estimate and h_T when n = steps_ahead = T - tau (DESIGN.md
+    Fit the Hankel-DMD model y_{t+1} = A y_t + c (POD coordinates of the centred, scaled delay
+    vectors) to ``traj``; take its fixed point y* = (I - A)^{-1} c; decompose the last snapshot's
+    deviation y_tau - y* = V b in the eigenvectors v_j of A (eigenvalues lambda_j); map each mode
+    back to a hypergradient by the POD basis, the scale and the last delay block (g^dagger).
+    The model's own h_{tau + n} - h_limit is sum_j b_j lambda_j^n g^dagger v_j, so the returned number bounds the model-predicted
+    distance between the ``limit`` estimate and h_T when n = steps_ahead = T - tau (docs/design.md,
     section 2). NaN when the fit has rank 0, I - A is singular, or A is not diagonalizable
     to working precision.
     """
@@ -120,18 +120,15 @@ def modal_tail_bound(traj: torch.Tensor, steps_ahead: int, *, delay: int = 1, ra
         return float("nan")
     if fit.rank < 1 or fit.n_snapshots < 3:
         return float("nan")
-    A = fit.A.to(torch.float64)
-    r = fit.rank
-    eye = torch.eye(r, dtype=A.dtype)
+    A = fit.A
+    eye = torch.eye(fit.rank, dtype=A.dtype, device=A.device)
     try:
-        ystar = torch.linalg.solve(eye - A, fit.c.to(torch.float64))
+        ystar = torch.linalg.solve(eye - A, fit.c)
         lam, V = torch.linalg.eig(A)
-        y_last = fit.U.T.to(torch.float64) @ fit.last.to(torch.float64)
-        b = torch.linalg.solve(V, (y_last - ystar).to(torch.complex128))
+        b = torch.linalg.solve(V, (fit.last - ystar).to(V.dtype))
     except RuntimeError:  # singular
         return float("nan")
-    modes = fit.U.to(torch.complex128) @ V  # columns g = U v_j
-    mode_norms = torch.linalg.norm(modes[-fit.q:], dim=0)
+    mode_norms = torch.stack([torch.linalg.norm(fit.direction(V[:, j])) for j in range(V.shape[1])])
     terms = b.abs() * mode_norms * lam.abs() ** int(steps_ahead)
     val = float(terms.sum().real) if terms.is_complex() else float(terms.sum())
     return val if math.isfinite(val) else float("nan")
