@@ -92,6 +92,10 @@ class StopRequested(Exception):
 class RunLockedError(OSError):
     """Another process is writing the run directory; the message names it."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)  # str(exc) is the message alone, without "[Errno N]"
+        self.errno = errno.EWOULDBLOCK
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file."""
@@ -307,9 +311,6 @@ class RunDirectory:
         self.notes: list[str] = []  # what open() / load_checkpoint() did on the way (also printed)
 
     # -------------------------------------------------------------------- paths
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def checkpoint_path(self) -> Path:
         """Where the checkpoint of an unfinished run lies."""
@@ -362,7 +363,7 @@ class RunDirectory:
             except BlockingIOError:
                 holder = self._read_holder(fd)
                 os.close(fd)
-                raise RunLockedError(errno.EWOULDBLOCK, self._locked_message(holder)) from None
+                raise RunLockedError(self._locked_message(holder)) from None
             except OSError as exc:  # a file system without locks (some network or FUSE mounts)
                 self._note(f"warning: cannot lock {lock_path} ({exc.strerror}); "
                            "make sure no other process writes this run directory")
@@ -479,10 +480,9 @@ class RunDirectory:
             if check is not None:
                 try:
                     check(ck)
-                except CheckpointError:
-                    raise
                 except (KeyError, TypeError, ValueError) as exc:
-                    raise CorruptCheckpointError(f"{path}: does not fit this run ({type(exc).__name__}: {exc})") from None
+                    detail = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+                    raise CorruptCheckpointError(f"{path}: does not fit this run ({detail})") from None
         except CorruptCheckpointError as exc:
             moved = self._move_aside(path)
             self._note(f"{exc}; moved it to {moved.name} and starting the run afresh")

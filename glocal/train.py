@@ -201,9 +201,9 @@ class _Run:
         step, run = int(ck["step"]), int(ck["run"])
         if not (0 <= step <= self.task.steps and run >= 0 and int(ck["outer_steps"]) >= 0):
             raise CorruptCheckpointError(f"its position (run {run}, step {step}) lies outside this run")
-        for name in ("rows", "hyperlog", "timers"):
-            json.loads(ck[name])
-        float(ck["wall"]), int(ck["n_updates"]), int(ck["last_eval_step"]), str(ck["engine"])
+        for name, parse in (("rows", json.loads), ("hyperlog", json.loads), ("timers", json.loads), ("wall", float),
+                            ("n_updates", int), ("last_eval_step", int), ("engine", str)):
+            parse(ck[name])
 
     def restore(self, ck: Mapping[str, Any]) -> None:
         dev = self.task.device

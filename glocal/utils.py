@@ -41,6 +41,10 @@ __all__ = [
 class OutputError(OSError):
     """An output file or directory could not be written; the message names the path and the remedy."""
 
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)  # str(exc) is the message alone, without "[Errno N]"
+        self.errno = code
+
 
 _WRITE_REMEDIES = {
     errno.ENOSPC: "the disk holding it is full: free space (or choose another --out) and run again",
