@@ -380,8 +380,12 @@ class RunDirectory:
         previous = self._read_holder(fd)
         if previous:
             pid, host = previous.get("pid"), previous.get("host")
-            alive = host == socket.gethostname() and isinstance(pid, int) and _pid_alive(pid) and pid != os.getpid()
-            state = "still running but no longer holding it" if alive else "no longer running"
+            if host != socket.gethostname():
+                state = "its lock was released"
+            elif isinstance(pid, int) and _pid_alive(pid):
+                state = "its pid now belongs to another process"
+            else:
+                state = "no longer running"
             self._note(f"took over the lock of {self.path} left by pid {pid} on {host} ({state})")
         info = {"pid": os.getpid(), "host": socket.gethostname(), **self.owner,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

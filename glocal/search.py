@@ -378,7 +378,6 @@ def run_search(
     dtype = resolve_dtype(config.get("dtype", "float32"))
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
-    names = [n for n, _ in _space_names(t)]
     # n_trials stays out of the fingerprint: raising it extends a finished study.
     tcfg = {k: v for k, v in task_config(config, task).items() if k != "strategy_options"}
     fp_obj = {"data": config.get("data"), "device": str(device), "dtype": str(dtype), "task": task, "tcfg": tcfg,
@@ -389,18 +388,17 @@ def run_search(
     if progress is None:
         progress = sys.stderr.isatty()
     with RunDirectory(out, task=task, strategy=strategy, seed=seed) as rd:
-        return _run_study(rd, config, task, strategy, seed, opts, t, names, fp, resolved, divergence, device, dtype,
-                          progress, stop_after)
+        rd.write_config({**resolved, "fingerprint": fp})
+        return _run_study(rd, config, t, strategy, opts, fp, divergence, progress=progress, stop_after=stop_after)
 
 
-def _run_study(rd: RunDirectory, config, task, strategy, seed, opts, t, names, fp, resolved, divergence, device, dtype,
-               progress, stop_after) -> dict[str, Any]:
-    """The study of :func:`run_search` in its locked run directory."""
+def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: str, opts: Mapping[str, Any], fp: str,
+               divergence: DivergenceCheck, *, progress: bool, stop_after: int | None) -> dict[str, Any]:
+    """The study of :func:`run_search` in its locked run directory ``rd``; returns the summary."""
     import optuna
 
-    out = rd.path
-    rd.write_config({**resolved, "fingerprint": fp})
-
+    out, task, seed, device, dtype = rd.path, t.name, t.seed, t.device, t.dtype
+    names = [n for n, _ in _space_names(t)]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = out / "study.db"
     study_name = f"{task}/{strategy}/seed{seed}"
