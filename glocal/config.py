@@ -3,6 +3,10 @@
 The schema is ``workflow/schemas/config.schema.yaml`` (the Snakefile validates with it); the
 package carries an identical copy, ``glocal/config.schema.yaml``, so the command line
 validates the same way when the package is installed without the workflow.
+
+Checks across keys that a JSON schema cannot express (:func:`check_config`, :func:`check_run`)
+live here too. The Snakefile loads this file by path to run them at parse time, from an
+environment that may lack torch: keep its imports to the standard library, jsonschema and yaml.
 """
 
 from __future__ import annotations
@@ -15,7 +19,21 @@ from typing import Any
 import jsonschema
 import yaml
 
-__all__ = ["load_config", "validate_config", "schema_path", "task_config", "strategy_options", "ConfigError"]
+__all__ = [
+    "load_config",
+    "validate_config",
+    "schema_path",
+    "task_config",
+    "strategy_options",
+    "check_config",
+    "check_run",
+    "check_data",
+    "ConfigError",
+    "WINDOWED_STRATEGIES",
+]
+
+#: Strategies that update phi at the end of every window of ``strategy_options.<name>.window`` steps.
+WINDOWED_STRATEGIES = ("local", "glocal")
 
 
 class ConfigError(ValueError):
@@ -119,3 +137,60 @@ def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dic
         outer = _deep_merge(outer, layer or {})
     opts["outer"] = outer
     return opts
+
+
+# ---------------------------------------------------------------------------- checks across keys
+def check_data(config: Mapping[str, Any]) -> None:
+    """The dataset's directory exists (MNIST, CIFAR-10); :class:`ConfigError` naming ``data.root`` otherwise."""
+    data = config.get("data") or {}
+    name = data.get("name", "digits")
+    if name == "digits":
+        return
+    root = data.get("root")
+    if not root:
+        raise ConfigError(f"data.root: dataset {name!r} reads local files; set data.root to their directory")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "exists but is not a directory" if path.exists() else "does not exist"
+        raise ConfigError(f"data.root: the {name} directory {str(path)!r} {what}; set data.root to the directory "
+                          f"holding the {name} files")
+
+
+def _window(config: Mapping[str, Any], task: str, strategy: str) -> tuple[Any, str]:
+    """The window of a windowed strategy on ``task`` and the key that set it."""
+    over = ((task_config(config, task).get("strategy_options") or {}).get(strategy) or {})
+    if "window" in over:
+        return over["window"], f"tasks.{task}.strategy_options.{strategy}.window"
+    top = ((config.get("strategy_options") or {}).get(strategy) or {})
+    return top.get("window"), f"strategy_options.{strategy}.window"
+
+
+def check_run(config: Mapping[str, Any], task: str, strategy: str) -> None:
+    """Checks of one run (task x strategy) across keys; :class:`ConfigError` naming the key.
+
+    * the data directory exists (:func:`check_data`);
+    * a ``local`` or ``glocal`` window is shorter than the task's ``steps``: phi is updated at the end
+      of each window, so a window as long as the run would report tuned hyperparameters that
+      training never used.
+    """
+    check_data(config)
+    if strategy not in WINDOWED_STRATEGIES:
+        return
+    tcfg = task_config(config, task)
+    window, key = _window(config, task, strategy)
+    steps = tcfg.get("steps")
+    if isinstance(window, int) and isinstance(steps, int) and window >= steps:
+        raise ConfigError(
+            f"{key}: the window ({window} steps) must be shorter than the run (tasks.{task}.steps = {steps}): "
+            "hyperparameters are updated at the end of each window, so no update would ever be used"
+        )
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """:func:`check_run` for every run the config asks for (enabled tasks x ``strategies``)."""
+    check_data(config)
+    for task, tcfg in (config.get("tasks") or {}).items():
+        if not (tcfg or {}).get("enabled", True):
+            continue
+        for strategy in config.get("strategies") or ():
+            check_run(config, task, strategy)
