@@ -32,8 +32,9 @@ __all__ = [
     "WINDOWED_STRATEGIES",
 ]
 
-#: Strategies that update phi at the end of every window of ``strategy_options.<name>.window`` steps.
-WINDOWED_STRATEGIES = ("local", "glocal")
+#: Strategies that update phi at the end of every window of ``strategy_options.<name>.window`` steps
+#: (``hd``'s window is always 1; ``local``'s defaults to ``glocal``'s).
+WINDOWED_STRATEGIES = ("hd", "local", "glocal")
 
 
 class ConfigError(ValueError):
@@ -124,6 +125,8 @@ def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
 def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[str, Any]:
     """Options of ``strategy`` for ``task``: top-level defaults merged with the task's overrides.
 
+    ``hd`` always has window 1; a ``local`` window left null is ``glocal``'s window for the task.
+
     The outer-optimizer settings are merged in under ``outer``: ``strategy_options.outer``, then
     ``tasks.<task>.strategy_options.outer``, then the strategy's own ``outer`` at either level.
     """
@@ -136,6 +139,11 @@ def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dic
                   over.get(strategy, {}).get("outer")):
         outer = _deep_merge(outer, layer or {})
     opts["outer"] = outer
+    if strategy == "hd":
+        opts["window"] = 1
+    elif strategy == "local" and opts.get("window") is None:
+        # The paper's local baseline: the same window as glocal, so the two differ only in the estimate.
+        opts["window"] = strategy_options(config, task, "glocal").get("window")
     return opts
 
 
@@ -159,9 +167,12 @@ def check_data(config: Mapping[str, Any]) -> None:
 def _window(config: Mapping[str, Any], task: str, strategy: str) -> tuple[Any, str]:
     """The window of a windowed strategy on ``task`` and the key that set it."""
     over = ((task_config(config, task).get("strategy_options") or {}).get(strategy) or {})
-    if "window" in over:
+    if over.get("window") is not None:
         return over["window"], f"tasks.{task}.strategy_options.{strategy}.window"
     top = ((config.get("strategy_options") or {}).get(strategy) or {})
+    if strategy == "local" and top.get("window") is None:  # inherits glocal's
+        window, key = _window(config, task, "glocal")
+        return window, f"{key} (local's window is glocal's unless set)"
     return top.get("window"), f"strategy_options.{strategy}.window"
 
 

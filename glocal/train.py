@@ -12,8 +12,9 @@ One run = one task x strategy x seed = one directory holding
 The directory itself (its lock, atomic files, checkpoint safety checks, and the definition of
 divergence shared by every strategy) is :mod:`glocal.rundir`'s.
 
-Strategies: ``fixed`` (phi never changes), ``local`` (hypergradient over a window of tau
-steps, tau = 1 is hypergradient descent), ``glocal`` (a Koopman/DMD estimate of the global
+Strategies: ``fixed`` (phi never changes), ``hd`` (hypergradient descent: the local
+hypergradient over one step), ``local`` (the hypergradient over a window of tau steps, by
+default glocal's window: the paper's local baseline), ``glocal`` (a Koopman/DMD estimate of the global
 hypergradient from the window's trajectory of local hypergradients) and ``global`` (M full
 training runs from theta_0, one hypergradient update after each). ``random`` and ``tpe``
 (black-box baselines) live in :mod:`glocal.search`.
@@ -55,10 +56,10 @@ from glocal.rundir import (
 from glocal.tasks import Task, build_task
 from glocal.utils import add_threads_argument, apply_threads, resolve_device, resolve_dtype
 
-__all__ = ["run_experiment", "OuterOptimizer", "choose_engine", "GRADIENT_STRATEGIES", "STRATEGIES",
+__all__ = ["run_experiment", "OuterOptimizer", "choose_engine", "fit_health", "GRADIENT_STRATEGIES", "STRATEGIES",
            "METRIC_COLUMNS", "StopRequested"]
 
-GRADIENT_STRATEGIES = ("fixed", "local", "glocal", "global")
+GRADIENT_STRATEGIES = ("fixed", "hd", "local", "glocal", "global")
 STRATEGIES = GRADIENT_STRATEGIES + ("random", "tpe")
 
 
@@ -304,7 +305,7 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
             if not all_finite(traj_or_h):
                 # A diverging inner (or outer) loop: no estimate from it, the run ends below.
                 bad_h, bad_name = traj_or_h, "hypergradient trajectory" if r.strategy == "glocal" else "hypergradient"
-            elif r.strategy == "local":
+            elif r.strategy in ("hd", "local"):
                 h, info, local = traj_or_h, {"estimator": "local", "tau": len(batches)}, None
             else:
                 t1 = time.perf_counter()
@@ -320,6 +321,9 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
                     steps_ahead=int(steps_ahead),
                     max_condition=float(r.opts.get("max_condition", 1e8)),
                     max_norm_ratio=float(r.opts.get("max_norm_ratio", 10.0)),
+                    rank_rule=r.opts.get("rank_rule", "full"),
+                    max_growing_share=float(r.opts.get("max_growing_share", 0.5)),
+                    collapse_tol=float(r.opts.get("collapse_tol", 1e-3)),
                 )
                 r.timers["dmd"] += time.perf_counter() - t1
                 h, local = est.value, traj_or_h[-1]
@@ -392,6 +396,38 @@ def _run_global(r: _Run, bar, stop_after: int | None) -> None:
     r.run = M - 1  # report the last run's numbers
 
 
+def fit_health(hyperlog: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """How the glocal fits of a run fared, from the diagnostics of every window's estimate.
+
+    ``windows``; ``fallbacks`` and ``fallbacks_by_reason`` (the reason's text before its colon);
+    ``degenerate`` (collapsed fits: every eigenvalue ~0 on a varying trajectory), ``growing``
+    (spectral radius above 1, whether or not it fell back); ``degenerate_or_fallback_fraction``;
+    ``median_rank`` and ``median_spectral_radius`` over the windows that have them.
+    """
+    import statistics
+
+    recs = [h for h in hyperlog if h.get("estimator") not in (None, "local", "global")]
+    reasons: dict[str, int] = {}
+    for h in recs:
+        if h.get("fallback"):
+            key = str(h.get("reason") or "unknown").split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    radii = [float(h["spectral_radius"]) for h in recs
+             if isinstance(h.get("spectral_radius"), (int, float)) and math.isfinite(h["spectral_radius"])]
+    ranks = [int(h["rank"]) for h in recs if isinstance(h.get("rank"), int)]
+    bad = sum(1 for h in recs if h.get("fallback") or h.get("degenerate"))
+    return {
+        "windows": len(recs),
+        "fallbacks": sum(1 for h in recs if h.get("fallback")),
+        "fallbacks_by_reason": dict(sorted(reasons.items())),
+        "degenerate": sum(1 for h in recs if h.get("degenerate")),
+        "growing": sum(1 for h in recs if h.get("growing")),
+        "degenerate_or_fallback_fraction": bad / len(recs) if recs else None,
+        "median_rank": statistics.median(ranks) if ranks else None,
+        "median_spectral_radius": statistics.median(radii) if radii else None,
+    }
+
+
 def run_experiment(
     config: Mapping[str, Any],
     task: str,
@@ -462,7 +498,8 @@ def run_experiment(
             summary["auc"] = rd.write_weights(t.hyper.constrain(r.phi)["example_weight"], t.data.flipped)
         rd.write_metrics(r.rows)
         rd.write_hypergrads(r.hyperlog)
-        summary = rd.write_summary(summary)
+        sections = {"fit_health": fit_health(r.hyperlog)} if strategy == "glocal" else {}
+        summary = rd.write_summary(summary, **sections)
         rd.remove_checkpoint()
     return summary
 

@@ -46,7 +46,7 @@ def _without_wall(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize("task", ["lr", "reweight"])
-@pytest.mark.parametrize("strategy", ["fixed", "local", "glocal", "global"])
+@pytest.mark.parametrize("strategy", ["fixed", "hd", "local", "glocal", "global"])
 def test_every_task_and_strategy_runs(tmp_path: Path, task: str, strategy: str) -> None:
     cfg = _write_cfg(tmp_path, TINY)
     out = tmp_path / "run"
@@ -314,3 +314,37 @@ def test_every_cli_argument_has_help() -> None:
     missing = [m for m in missing if m != "glocal bench --device"]
     assert not missing, missing
     assert set(sub.choices) >= set(COMMANDS) - {"bench"}
+
+
+def test_hd_steps_every_step_and_local_takes_glocals_window(tmp_path: Path) -> None:
+    cfg = dict(TINY, strategy_options={"glocal": {"window": 6}, "global": {"meta_iterations": 2}})
+    config = load_config(_write_cfg(tmp_path, cfg))
+    from glocal.config import strategy_options
+
+    assert strategy_options(config, "lr", "hd")["window"] == 1
+    assert strategy_options(config, "lr", "local")["window"] == 6
+    over = dict(cfg, tasks={**TINY["tasks"], "lr": {**TINY["tasks"]["lr"], "strategy_options": {"glocal": {"window": 4}}}})
+    assert strategy_options(load_config(_write_cfg(tmp_path, over)), "lr", "local")["window"] == 4
+    hd = run_experiment(config, "lr", "hd", 0, tmp_path / "hd")
+    local = run_experiment(config, "lr", "local", 0, tmp_path / "local")
+    assert hd["n_hyper_updates"] == 24 and local["n_hyper_updates"] == 24 // 6
+    taus = {json.loads(line)["tau"] for line in (tmp_path / "local" / "hypergrads.jsonl").read_text().splitlines()}
+    assert taus == {6}
+
+
+def test_glocal_summary_reports_fit_health_and_the_fit_is_not_a_rescaled_local(tmp_path: Path) -> None:
+    """The bug of issue 11: full-batch reweighting fits collapsed to A ~ 0 (a rescaled local step)."""
+    cfg = dict(TINY, strategy_options={"glocal": {"window": 12}})
+    config = load_config(_write_cfg(tmp_path, cfg), {"dtype": "float32"})
+    s = run_experiment(config, "reweight", "glocal", 0, tmp_path / "g")
+    health = s["fit_health"]
+    assert health["windows"] == 2 == s["n_hyper_updates"]
+    assert health["degenerate"] == 0
+    assert health["fallbacks"] == sum(health["fallbacks_by_reason"].values())
+    assert 0 < health["median_spectral_radius"] < 1.5 and health["median_rank"] >= 2
+    recs = [json.loads(line) for line in (tmp_path / "g" / "hypergrads.jsonl").read_text().splitlines()]
+    kept = [r for r in recs if not r["fallback"]]
+    assert kept, recs
+    # a collapsed fit returns ~0.75 x the local step at cosine 0.999; a real fit does not
+    assert all(r["cosine_to_local"] < 0.995 for r in kept), [r["cosine_to_local"] for r in kept]
+    assert "fit_health" not in run_experiment(config, "reweight", "local", 0, tmp_path / "l")

@@ -1,4 +1,5 @@
 # Shared definitions: paths, targets, the expected figure/table lists, resources, rerun keys.
+import functools
 import hashlib
 import importlib.util
 import json
@@ -32,8 +33,9 @@ RESOLVED_CONFIG_DIR = f"{RESULTS}/config"
 LATEST_CONFIG = f"{RESULTS}/config.resolved.yaml"
 
 
+@functools.cache
 def _glocal_config_checks():
-    """glocal/config.py, loaded by path: its cross-key checks need only jsonschema and yaml (no
+    """glocal/config.py, loaded by path (once): its cross-key checks need only jsonschema and yaml (no
     torch), so they run here even where the glocal package is not installed."""
     path = os.path.join(workflow.basedir, "glocal", "config.py")
     spec = importlib.util.spec_from_file_location("_glocal_config_checks", path)
@@ -216,11 +218,8 @@ def job_config(wildcards, input):
 def train_key(wildcards):
     task, strategy = wildcards.task, wildcards.strategy
     tcfg = config["tasks"][task]
-    overrides = tcfg.get("strategy_options", {})
-    opts = {
-        name: {**config["strategy_options"].get(name, {}), **overrides.get(name, {})}
-        for name in (strategy, "outer")
-    }
+    # The strategy's resolved options (outer settings merged in; local's window is glocal's unless set).
+    opts = _glocal_config_checks().strategy_options(config, task, strategy)
     tcfg = {k: v for k, v in tcfg.items() if k != "strategy_options"}
     return _key({**_common_part(), "task": tcfg, "strategy": opts, "seed": int(wildcards.seed),
                  "divergence": config["divergence"]})
@@ -252,7 +251,7 @@ def _regex(names):
 
 wildcard_constraints:
     task=_regex(ALL_TASKS),
-    strategy=_regex(["fixed", "local", "glocal", "global", "random", "tpe"]),
+    strategy=_regex(["fixed", "hd", "local", "glocal", "global", "random", "tpe"]),
     seed=r"\d+",
 
 
