@@ -108,22 +108,24 @@ def moving_average(traj: torch.Tensor, window: int) -> torch.Tensor:
 PYDMD_SETTINGS = {"pydmd": (-1, -1), "pydmd_oht": (0, 0)}
 
 
-def pydmd_dmdc_estimate(traj: torch.Tensor, estimator: str, steps_ahead: int, *, svd_rank: float = -1,
-                        svd_rank_omega: float = -1, delay: int = 1) -> tuple[torch.Tensor, bool]:
-    """The peer: PyDMD's ``DMDc`` with a constant input u = 1 (B unknown) on the same delay vectors.
+def pydmd_dmdc_estimate(traj: torch.Tensor, estimators: list[str], steps_ahead: int, *, svd_rank: float = -1,
+                        svd_rank_omega: float = -1, delay: int = 1) -> dict[str, tuple[torch.Tensor, bool]]:
+    """The peer: PyDMD's ``DMDc`` operator with a constant input u = 1 (B unknown) on the same delay vectors.
 
     The model x_{t+1} = A x_t + B u with u = 1 is the project's affine model; PyDMD reduces it on
     the left singular vectors U_r of the shifted snapshots (``svd_rank``) after a truncated SVD of
     [X; U] (``svd_rank_omega``; -1: none, 0: optimal hard threshold, a float: energy). ``limit`` is
     its fixed point U_r (I - A~)^{-1} B~; ``horizon`` iterates it ``steps_ahead`` steps from the last
     snapshot with eigenvalues of modulus > 1 frozen on the unit circle about that fixed point, as
-    ours. The trajectory is divided by its largest row norm first (PyDMD's rank rules compare the
-    data with the row of ones). Returns (estimate, fell back): an estimate that is not finite or
-    is larger than 10x the largest observed norm is replaced by the local one, as our guard does.
-    Needs the optional ``pydmd`` package (``pip install glocal[peers]``).
+    ours. Only PyDMD's operator is computed (``DMDBUnknownOperator.compute_operator``, what
+    ``DMDc.fit`` does before its amplitude fit, which the estimates do not use), once for all
+    ``estimators``. The trajectory is divided by its largest row norm first (PyDMD's rank rules
+    compare the data with the row of ones). Returns {estimator: (estimate, fell back)}: an estimate
+    that is not finite or is larger than 10x the largest observed norm is replaced by the local
+    one, as our norm guard does. Needs the optional ``pydmd`` package (``pip install glocal[peers]``).
     """
     try:
-        from pydmd import DMDc
+        from pydmd.dmdc import DMDBUnknownOperator
     except ImportError as err:
         raise ImportError("the PyDMD peer needs the optional package pydmd: pip install 'glocal[peers]'") from err
 
@@ -131,34 +133,41 @@ def pydmd_dmdc_estimate(traj: torch.Tensor, estimator: str, steps_ahead: int, *,
     tau, q = H.shape
     scale = float(np.linalg.norm(H, axis=1).max())
     local = traj[-1].detach().cpu().to(torch.float64)
-    if scale == 0 or tau - delay + 1 < 3:
-        return local, True
     m = tau - delay + 1
+    if scale == 0 or m < 3:
+        return {e: (local, True) for e in estimators}
     G = np.stack([(H[j : j + delay] / scale).reshape(-1) for j in range(m)], axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        d = DMDc(svd_rank=svd_rank, svd_rank_omega=svd_rank_omega)
-        d.fit(G, np.ones((1, m - 1)))
-    Ur, At = d.basis, d.operator.as_numpy_array
-    Bt = Ur.T @ d.B[:, 0]
+        op = DMDBUnknownOperator(svd_rank=svd_rank, svd_rank_omega=svd_rank_omega, tlsq_rank=0)
+        Ur, B = op.compute_operator(G[:, :-1], G[:, 1:], np.ones((1, m - 1)))
+    At = op.as_numpy_array
+    Bt = Ur.T @ B[:, 0]
     r = At.shape[0]
+    out: dict[str, tuple[torch.Tensor, bool]] = {}
     with np.errstate(all="ignore"):
         try:
             zstar = np.linalg.solve(np.eye(r) - At, Bt)
-            if estimator == "limit":
+        except np.linalg.LinAlgError:
+            return {e: (local, True) for e in estimators}
+        for est in estimators:
+            if est == "limit":
                 z = zstar
             else:
                 lam, V = np.linalg.eig(At)
                 mod = np.abs(lam)
+                Ac = At
                 if (mod > 1).any():
-                    At = (V @ np.diag(np.where(mod > 1, lam / mod, lam)) @ np.linalg.inv(V)).real
-                z = zstar + np.linalg.matrix_power(At, int(steps_ahead)) @ (Ur.T @ G[:, -1] - zstar)
-        except np.linalg.LinAlgError:
-            return local, True
-        value = scale * (Ur @ z)[-q:]
-    if not np.all(np.isfinite(value)) or np.linalg.norm(value) > 10.0 * scale:
-        return local, True
-    return torch.as_tensor(value), False
+                    try:
+                        Ac = (V @ np.diag(np.where(mod > 1, lam / mod, lam)) @ np.linalg.inv(V)).real
+                    except np.linalg.LinAlgError:
+                        out[est] = (local, True)
+                        continue
+                z = zstar + np.linalg.matrix_power(Ac, int(steps_ahead)) @ (Ur.T @ G[:, -1] - zstar)
+            value = scale * (Ur @ z)[-q:]
+            ok = bool(np.all(np.isfinite(value)) and np.linalg.norm(value) <= 10.0 * scale)
+            out[est] = (torch.as_tensor(value), False) if ok else (local, True)
+    return out
 
 
 def modal_tail_bound(traj: torch.Tensor, steps_ahead: int, *, delay: int = 1, rank: int | None = None,
@@ -308,9 +317,11 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
         t1 = time.perf_counter()
         svd_rank, svd_rank_omega = PYDMD_SETTINGS[peer]
         tn = float(torch.linalg.norm(target))
-        for name in [e for e in estimators if e != "local"]:
-            value, fell_back = pydmd_dmdc_estimate(prefix, name, T - tau, svd_rank=svd_rank,
-                                                   svd_rank_omega=svd_rank_omega, delay=delay)
+        fitted = [e for e in estimators if e != "local"]
+        results = pydmd_dmdc_estimate(prefix, fitted, T - tau, svd_rank=svd_rank, svd_rank_omega=svd_rank_omega,
+                                      delay=delay)
+        for name in fitted:
+            value, fell_back = results[name]
             rel, cos = _rel_cos(value.to(target.dtype).to(target.device), target)
             est_rows.append({**base, "tau": tau, "estimator": f"{name}+{peer}", "rel_error": rel, "cosine": cos,
                              "norm": float(torch.linalg.norm(value)), "target_norm": tn, "fallback": int(fell_back),

@@ -234,9 +234,19 @@ def add_threads_argument(parser) -> None:
 
 
 def apply_threads(threads: int | None) -> int:
-    """Set torch's CPU threads from ``--threads``, else $OMP_NUM_THREADS, else 1; return the number."""
+    """Set torch's and numpy's BLAS CPU threads from ``--threads``, else $OMP_NUM_THREADS, else 1; return the number.
+
+    numpy's BLAS (used by the PyDMD peer and scipy) starts one thread per core by default, which
+    on a shared or busy machine is many times slower than one thread on these small matrices.
+    """
     n = max(1, threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
     torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n, user_api="blas")
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it numpy keeps its default
+        pass
     return n
 
 

@@ -420,16 +420,21 @@ def test_rank_rules():
 
 
 def test_agrees_with_pydmd_dmdc_with_a_constant_input():
-    """Our model is PyDMD's DMDc with u = 1: on an exactly modal system both give the limit."""
+    """Our model is PyDMD's DMDc with u = 1: on an exactly modal system both give the limit and the horizon."""
     pydmd = pytest.importorskip("pydmd")
     import numpy as np
 
+    from glocal.extract import pydmd_dmdc_estimate
+
     H, tau, limit, _ = _system_sequence(4, 3, 3, 1)
     G = H[:tau].numpy().T
-    d = pydmd.DMDc(svd_rank=-1, svd_rank_omega=-1)
+    d = pydmd.DMDc(svd_rank=-1, svd_rank_omega=-1)  # PyDMD's public API, independently of our adapter
     d.fit(G, np.ones((1, tau - 1)))
     Ur, At = d.basis, d.operator.as_numpy_array
     z = np.linalg.solve(np.eye(At.shape[0]) - At, Ur.T @ d.B[:, 0])
     ours = glocal_estimate(H[:tau]).value
     assert _rel(torch.as_tensor(Ur @ z), ours) <= 1e-9
     assert _rel(ours, limit) <= 1e-9
+    peer = pydmd_dmdc_estimate(H[:tau], ["limit", "horizon"], 7)
+    assert _rel(peer["limit"][0], ours) <= 1e-9 and not peer["limit"][1]
+    assert _rel(peer["horizon"][0], H[tau - 1 + 7]) <= 1e-9
