@@ -535,6 +535,30 @@ def test_robust_and_auto_run_in_float64_and_return_the_input_dtype(estimator):
 
 
 @pytest.mark.parametrize("estimator", ["robust", "auto"])
+@pytest.mark.parametrize("exponent", [-12, -6, 6, 12])
+def test_robust_and_auto_are_scale_equivariant(estimator, exponent):
+    """Seeds whose shrinkage lies strictly inside (0, 1) or at 1, and whose auto choice differs: c * H gives c times
+    the estimate, the same rate, kappa and choice."""
+    c = 10.0**exponent
+    kappas, choices = set(), set()
+    for seed in (1, 2, 3, 4):
+        H = _noisy_modal(seed)
+        if estimator == "auto":
+            H = H + 0.02 * torch.randn(H.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        a = glocal_estimate(H, estimator=estimator, steps_ahead=40)
+        b = glocal_estimate(c * H, estimator=estimator, steps_ahead=40)
+        assert _rel(b.value / c, a.value) <= 1e-10
+        assert a.diagnostics["rate"] == b.diagnostics["rate"]
+        assert a.diagnostics["kappa"] == pytest.approx(b.diagnostics["kappa"], rel=1e-10)
+        assert b.diagnostics["backtest_local"] == pytest.approx(c * a.diagnostics["backtest_local"], rel=1e-10)
+        kappas.add(round(a.diagnostics["kappa"], 3))
+        choices.add(a.diagnostics.get("choice"))
+    assert len(kappas) >= 2  # the cases exercise the shrinkage, not only kappa = 0
+    if estimator == "auto":
+        assert choices == {"horizon", "robust"}
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
 def test_robust_and_auto_need_steps_ahead(estimator):
     with pytest.raises(ValueError, match="steps_ahead"):
         glocal_estimate(torch.rand(20, 2, dtype=F64), estimator=estimator)
