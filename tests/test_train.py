@@ -229,6 +229,34 @@ def test_strided_reverse_window_records_equally_spaced_steps(tmp_path: Path) -> 
     assert s["n_hyper_updates"] == 3 and s["diverged_step"] is None
 
 
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+def test_glocal_with_the_robust_and_auto_estimators(tmp_path: Path, estimator: str) -> None:
+    """strategy_options.glocal.estimator: robust / auto run through the config schema, extrapolate the steps
+    still to go after each window (0 after the last one) and log their shrinkage and choice."""
+    import glocal.train as train_mod
+
+    seen: list[int] = []
+    orig = train_mod.glocal_estimate
+
+    def spy(*a, **k):
+        seen.append(k["steps_ahead"])
+        return orig(*a, **k)
+
+    train_mod.glocal_estimate = spy
+    try:
+        cfg = load_config(None, {**TINY, "strategy_options": {"glocal": {"window": 8, "estimator": estimator}}})
+        s = run_experiment(cfg, "lr", "glocal", 0, tmp_path / "run", progress=False)
+    finally:
+        train_mod.glocal_estimate = orig
+    assert s["diverged_step"] is None and s["n_hyper_updates"] == 3
+    assert seen == [16, 8, 0]
+    recs = [json.loads(x) for x in (tmp_path / "run" / "hypergrads.jsonl").read_text().splitlines()]
+    assert len(recs) == 3
+    for rec in recs:
+        assert rec["estimator"] == estimator and 0.0 <= rec["kappa"] <= 1.0 and "backtest_local" in rec
+        assert (rec["choice"] in ("horizon", "robust")) if estimator == "auto" else "choice" not in rec
+
+
 # ------------------------------------------------------------------------------ issue 15: reliability
 def test_window_longer_than_the_run_is_rejected_naming_the_key(tmp_path: Path, capsys) -> None:
     """A window of 50 steps in a 10-step run used to end with the numbers of `fixed` and "tuned" values."""
