@@ -105,7 +105,7 @@ def test_last_row_matches_reverse(extracted, task):
 
 
 def test_glocal_beats_local_full_batch_reweight(extracted):
-    """DESIGN.md: on full-batch logistic-regression reweighting glocal is closer to h_T than local."""
+    """docs/design.md section 6: on full-batch logistic-regression reweighting glocal is closer to h_T than local."""
     _, root, _ = extracted
     rows = [r for r in _rows(root / "reweight" / "estimates.csv") if r["setting"] == "full" and int(r["tau"]) == 12]
     err = {(int(r["window_start"]), r["estimator"]): float(r["rel_error"]) for r in rows}

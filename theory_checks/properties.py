@@ -1,4 +1,4 @@
-"""The property checks of DESIGN.md section 2 as plain functions (shared by the tests and ``glocal theory``).
+"""The property checks of docs/design.md section 5 as plain functions (shared by the tests and ``glocal theory``).
 
 Every check returns :class:`CheckResult` objects: the inputs, one measured number, the bound it is held to
 and pass/fail (plus ``extra`` data for figures). Checks:
@@ -11,7 +11,7 @@ and pass/fail (plus ``extra`` data for figures). Checks:
 * ``bound`` (iii)  ||h_T - h_inf|| <= the Jordan-form bound at every T (measured: the largest ratio).
 * ``rank_choice``  the plain (untruncated) pseudo-inverse fit, for comparison.
 * ``noise`` (iv)  with trajectory noise sigma, the change of the estimate grows at most linearly in sigma.
-* ``complexity_*`` (v)  log-log slopes of measured times against tau, q and T match the DESIGN.md table.
+* ``complexity_*`` (v)  log-log slopes of measured times against tau, q and T match the complexity table of docs/design.md.
 
 Fault injection (:func:`estimate_with_fault`) re-implements the estimator with a deliberate bug on top of
 :func:`glocal.koopman.hankel_dmd`, so the tests can show that the properties catch a broken estimator.
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 FAULTS = ("no_constant", "wrong_delay", "transposed")
-FLOOR_TOL = 1e-5  # relative error floor the glocal estimate must reach (DESIGN.md section 2, issue 5)
+FLOOR_TOL = 1e-5  # relative error floor the glocal estimate must reach (docs/design.md section 5)
 LOCAL_FACTOR = 100.0  # ... and this many times below the local error at tau = n + d + 1
 LOCAL_AT_FLOOR = 1e-12  # a local error already this small leaves no room to be 100x below it
 MODE_WEIGHT = 1e-6  # modes contributing less than this (relative) are below the Hankel conditioning floor
@@ -528,7 +528,7 @@ def time_reverse_T(Ts: Sequence[int], *, p: int, q: int = 4, repeats: int = 3) -
 
 def check_complexity(method: str, variable: str, sizes: Sequence[int], times: Sequence[float], *,
                      case: str = "", inputs: dict | None = None, tol: float = SLOPE_TOL) -> CheckResult:
-    """(v) fitted log-log slope of time against ``variable`` within ``tol`` of the DESIGN.md table."""
+    """(v) fitted log-log slope of time against ``variable`` within ``tol`` of the complexity table (docs/design.md)."""
     slope = bounds.fit_loglog_slope(sizes, times)
     expected = bounds.expected_slope(method, variable)
     dev = abs(slope - expected)
