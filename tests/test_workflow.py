@@ -11,6 +11,7 @@ import ast
 import csv
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -152,9 +153,12 @@ def test_dry_run(wf: Path, configfile: str | None):
     tasks = [t for t, c in cfg["tasks"].items() if c["enabled"]]
     n_runs = len(tasks) * len(cfg["strategies"]) * len(cfg["seeds"])
     assert stats.get("train", 0) + stats.get("train_weights", 0) == n_runs
-    assert stats["extract"] == len(tasks)
+    assert stats["extract"] == len(tasks) and stats["runs_index"] == len(tasks)
     for rule in ("analysis", "theory", "figures", "tables", "all"):
         assert stats[rule] == 1, stats
+    # a readable log: no job lists every run file on one line (rule inputs go through the run indexes)
+    longest = max(out.splitlines(), key=len)
+    assert len(longest) < 3000, f"{len(longest)} characters: {longest[:300]}..."
 
 
 def test_resolved_config_has_defaults_and_merges(wf: Path):
@@ -233,6 +237,34 @@ def test_expected_figures_listed_once(wf: Path):
     for t in ("summary.csv", "summary.md", "theory.md"):
         assert f"results/tables/{t}" in outputs
     assert "results/README.md" in outputs
+
+
+def test_run_index_lists_the_runs_of_the_current_config(wf: Path):
+    """Issue 15: figures and tables read the run indexes, which list the runs the current config asks for. After
+    a config with strategies [fixed, local, glocal, global] and one with [fixed, local], the index (and so every
+    table and figure) lists only fixed and local, although the old run directories are still there."""
+    for strategy in ("fixed", "local", "glocal", "global"):
+        d = wf / "results/runs/lr" / strategy / "seed0"
+        d.mkdir(parents=True)
+        for name in ("summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"):
+            (d / name).write_text("{}\n")
+    index = wf / "results/runs/lr/index.json"
+    proc = snakemake(wf, "results/runs/lr/index.json", "--cores", "1", "--configfile", SMOKE)
+    assert proc.returncode == 0, output_of(proc)
+    assert [r["strategy"] for r in json.loads(index.read_text())["runs"]] == ["fixed", "local", "glocal", "global"]
+    (wf / "two.yaml").write_text("strategies: [fixed, local]\n")
+    proc = snakemake(wf, "results/runs/lr/index.json", "--cores", "1", "--configfile", SMOKE, "two.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    assert json.loads(index.read_text())["runs"] == [{"strategy": "fixed", "seed": 0, "path": "fixed/seed0"},
+                                                     {"strategy": "local", "seed": 0, "path": "local/seed0"}]
+    assert "train" not in job_stats(output_of(proc))  # the runs themselves were not redone
+    # the figures and tables jobs read exactly these indexes
+    proc = snakemake(wf, "-n", "-p", "--configfile", SMOKE, "two.yaml", "--forcerun", "figures", "tables")
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    for cmd in ("glocal figures", "glocal tables"):
+        line = next(ln for ln in out.splitlines() if cmd in ln)
+        assert "--runs results/runs/lr/index.json results/runs/reweight/index.json" in line, line
 
 
 def test_profiles_parse():
@@ -402,7 +434,7 @@ def test_smoke_end_to_end(tmp_path: Path):
     victim.unlink()
     proc = snakemake(wf, "-n", "--configfile", SMOKE)
     assert proc.returncode == 0, output_of(proc)
-    assert job_stats(output_of(proc)) == {"train": 1, "figures": 1, "tables": 1, "all": 1}
+    assert job_stats(output_of(proc)) == {"train": 1, "runs_index": 1, "figures": 1, "tables": 1, "all": 1}
     assert "task=lr, strategy=glocal, seed=0" in output_of(proc)
     shutil.copy2(backup, victim)
     assert "Nothing to be done" in output_of(snakemake(wf, "-n", "--configfile", SMOKE))
@@ -412,7 +444,7 @@ def test_smoke_end_to_end(tmp_path: Path):
     proc = snakemake(wf, "-n", "--configfile", SMOKE, "window.yaml")
     out = output_of(proc)
     assert proc.returncode == 0, out
-    assert job_stats(out) == {"train": 1, "train_weights": 1, "figures": 1, "tables": 1, "all": 1}
+    assert job_stats(out) == {"train": 1, "train_weights": 1, "runs_index": 2, "figures": 1, "tables": 1, "all": 1}
     assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal"}
     # (dry runs rewrite results/config.resolved.yaml: the smoke config puts it back)
     proc = snakemake(wf, "-n", "--configfile", SMOKE)
