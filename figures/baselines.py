@@ -80,8 +80,9 @@ def _mean_curves(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
     return ns, w, y, lo, hi
 
 
-#: sideways offset (in training runs) of the single-run strategies at one run, so that none hides another
-DODGE = {"fixed": -0.15, "local": -0.05, "glocal": 0.05, "global": 0.15}
+#: sideways offset (in training runs) of the single-run strategies left of one run, so that none hides another
+#: or the first step of a multi-run strategy (global, random, tpe), which stays at exactly one run
+DODGE = {"fixed": -0.3, "local": -0.2, "glocal": -0.1}
 YLABEL = {"val_loss": "best validation loss so far", "test_loss": "test loss of that run"}
 
 
@@ -131,7 +132,7 @@ def plot_baselines(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: s
             n_ok = len(curves)
             lab = strat + (f" ({n_ok}/{len(seeds)} seeds)" if n_ok < len(seeds) else "")
             single = len(ns) == 1
-            for ax, x in zip(axes[i], (ns + (DODGE.get(strat, 0.0) if single else 0.0), w)):
+            for ax, x in zip(axes[i], (ns + (DODGE.get(strat, -0.05) if single else 0.0), w)):
                 ok = np.isfinite(y) & np.isfinite(x)
                 ax.plot(x[ok], y[ok], color=c, marker=mk, ms=6 if single else 3, ls="none" if single else "-",
                         label=lab, drawstyle="default" if single else "steps-post")
@@ -153,6 +154,7 @@ def plot_baselines(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: s
     for ax in axes.ravel():
         if ax.get_lines():
             ax.set_yscale("log")
+            style.plain_log_labels(ax.yaxis)
     for ax in axes[:, 1]:
         if ax.get_lines():
             ax.set_xscale("log")
@@ -162,6 +164,7 @@ def plot_baselines(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: s
             from matplotlib.ticker import MaxNLocator
 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(left=0.5)
     fig.suptitle(f"task {task}: best loss against budget (mean over seeds; bars and bands: min-max)", fontsize=10)
     style.finish(fig)
     style.legend_below(fig, axes, ncol=6)

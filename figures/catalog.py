@@ -105,8 +105,8 @@ FIGURES: list[Figure] = [
            "panel): for task lr the learning rate of each named layer, weight decay and momentum; for reweight "
            "the mean example weight of clean and of flipped examples. local and glocal change them during their "
            "one run; global keeps them constant within a run, so each of its meta-iterations is a horizontal line "
-           "(light = early, dark = last); fixed stays at the initial value; random and TPE (dashed) show their "
-           "best trial's constants. For reweight, clean above flipped means the weights separate the noisy "
+           "(light = early, dark = last); fixed stays at the initial value; random and TPE (dashed) show the "
+           "best trial of each seed. For reweight, clean above flipped means the weights separate the noisy "
            "labels.",
            ("training step", "meta-iteration", "trial", "learning rate", "weight decay", "momentum",
             "example weight")),
@@ -155,7 +155,8 @@ FIGURES: list[Figure] = [
            ("training horizon", "bound")),
     Figure("theory_spectrum", "figures.theory", "Theory: recovered spectrum",
            "Exact Koopman eigenvalues (o) of quadratic problems and the Hankel-DMD recovered ones (x), one colour "
-           "per problem, with the unit circle: each x should sit in its o.",
+           "per problem, with the unit circle: each x should sit in its o; a gray + is a fitted eigenvalue that "
+           "matches no exact one (a spurious mode of the fit, counted in a note).",
            ("eigenvalue", "unit circle")),
     Figure("baselines_{task}", "figures.baselines", "Baselines: best loss against budget",
            "Best final validation loss so far (top) and the test loss of that run (bottom) against the number of "

@@ -4,7 +4,8 @@ against the wall time the strategy has spent, per task, mean and band over seeds
 Every strategy is drawn on the same footing: the training run whose hyperparameters it ends with. For
 ``global`` that is its last meta-iteration (its earlier runs are the markers of the wall-time panels, one
 per meta-iteration); for ``random``/``tpe`` the run of the best trial (dashed), placed in wall time where
-that trial finished, with the best loss so far after each trial as markers (from trials.csv).
+that trial finished. Against wall time these multi-run strategies are drawn as one marker per run: global's
+loss at the end of each meta-iteration, the searches' best loss so far after each trial (trials.csv).
 """
 
 from __future__ import annotations
@@ -129,8 +130,11 @@ def plot_hpo_curves(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: 
                 continue
             c = style.color(strat)
             ls = "--" if strat in SEARCHES else "-"
+            multi = any(len(run_ends(r, col)[0]) > 1 for r in ok)
             a = over_seeds([final_run(r) for r in ok], col)
-            if len(a["x"]):
+            # against wall time a multi-run strategy is its markers (one per run): its final run's own curve is
+            # in the step panels, and drawn at the end of the time axis it would only add a vertical drop
+            if len(a["x"]) and not (multi and xk == "wall"):
                 x = a["x"] if xk == "step" else a["wall"]
                 ax.plot(x, a["mean"], color=c, ls=ls, label=label)
                 if np.any(a["n"] > 1):
@@ -164,7 +168,7 @@ def plot_hpo_curves(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: 
                  f"(line: mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, band: min-max)", fontsize=10)
     style.finish(fig)
     style.legend_below(fig, axes, ncol=3)
-    fig.subplots_adjust(bottom=0.24)
+    fig.subplots_adjust(bottom=0.2)
     style.footnote(fig, notes[:8] + (["..."] if len(notes) > 8 else []), y=0.0)
     data.update(style.save(fig, out_stem))
     data["notes"] = notes

@@ -156,11 +156,16 @@ def plot_hyper_trajectories(runs: Mapping[str, Mapping[int, Run]], task: str, ou
                                label=f"{lab}: meta-iterations 1-{len(iters)} (light to dark)" if last else "_meta")
                 data["global"][(strat, col)] = iters.tolist()
                 continue
+            if strat in SEARCHES:  # the seeds' best trials are unrelated points of the search space: no mean
+                for k, v in enumerate(views):
+                    if col in v.metrics and np.isfinite(v.metrics[col]).any():
+                        ax.plot(v.metrics["step"], v.metrics[col], color=c, ls="--", lw=1.0,
+                                label=f"{lab}, best trial of each seed" if k == 0 else f"_{strat} seed {v.seed}")
+                continue
             a = over_seeds(views, col)
             if not len(a["x"]):
                 continue
-            ax.plot(a["x"], a["mean"], color=c, label=lab + (", best trial" if strat in SEARCHES else ""),
-                    ls="--" if strat in SEARCHES else "-")
+            ax.plot(a["x"], a["mean"], color=c, label=lab)
             if np.any(a["n"] > 1):
                 ax.fill_between(a["x"], a["min"], a["max"], color=c, alpha=0.15, lw=0)
             for r in ok:

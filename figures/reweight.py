@@ -14,6 +14,7 @@ from figures.io import Run
 
 BINS = np.linspace(0.0, 1.0, 26)
 CLEAN, FLIPPED = "#1b9e77", "#d95f02"  # green, orange
+ZOOM = ((0.0, 0.2), (0.8, 1.0))  # (false positive rate, true positive rate) range of the ROC zoom
 
 
 def roc(weights: np.ndarray, flipped: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -49,8 +50,11 @@ def plot_reweight_weights(runs: Mapping[str, Mapping[int, Run]], out_stem: str |
     fig = style.plt.figure(figsize=(max(2.4 * ncol, 7.5), 7.0))
     gs = fig.add_gridspec(2, ncol, height_ratios=[1, 1.5], hspace=0.45)
     data: dict[str, Any] = {"auc": {}, "counts": {}}
-    roc_ax = fig.add_subplot(gs[1, : max(1, ncol // 2)])
+    third = max(1, ncol // 3)
+    roc_ax = fig.add_subplot(gs[1, :third])
     roc_ax.set_label("roc")
+    zoom_ax = fig.add_subplot(gs[1, third: 2 * third])
+    zoom_ax.set_label("roc/zoom")
     notes: list[str] = []
     hist_axes = []
     for j, strat in enumerate(strategies):
@@ -94,17 +98,24 @@ def plot_reweight_weights(runs: Mapping[str, Mapping[int, Run]], out_stem: str |
             lab += " (all weights equal: on the chance line)"
         for i, r in enumerate(ok):
             fpr, tpr, _ = roc(r.weights["weight"], r.weights["flipped"])
-            roc_ax.plot(fpr, tpr, color=style.color(strat), lw=3.0 if equal else 1.0, alpha=0.45 if equal else 0.9,
-                        label=lab if i == 0 else f"_{strat} seed {r.seed}", zorder=2)
+            for a_, name in ((roc_ax, lab if i == 0 else f"_{strat} seed {r.seed}"), (zoom_ax, f"_{strat} {r.seed}")):
+                a_.plot(fpr, tpr, color=style.color(strat), lw=3.0 if equal else 1.0, alpha=0.45 if equal else 0.9,
+                        label=name, zorder=2)
         data["auc"][strat] = aucs
     roc_ax.plot([0, 1], [0, 1], ":", color="k", lw=1.0, label="chance (AUC 0.5): the diagonal", zorder=5)
-    roc_ax.set_xlabel("false positive rate (flipped examples kept)")
-    roc_ax.set_ylabel("true positive rate (clean examples kept)")
-    roc_ax.set_title("ROC of the weight as a score for 'clean' (one curve per seed)")
-    roc_ax.set_xlim(0, 1)
-    roc_ax.set_ylim(0, 1.01)
-    roc_ax.set_aspect("equal")
-    leg_ax = fig.add_subplot(gs[1, max(1, ncol // 2):])
+    zoom_ax.plot([0, 1], [0, 1], ":", color="k", lw=1.0, label="_chance", zorder=5)
+    for a_, (xr, yr), title in ((roc_ax, ((0.0, 1.0), (0.0, 1.01)),
+                                 "ROC of the weight as a score for 'clean'\n(one curve per seed)"),
+                                (zoom_ax, ZOOM, "zoom on the top-left corner")):
+        a_.set_xlabel("false positive rate (flipped examples kept)")
+        a_.set_ylabel("true positive rate (clean examples kept)")
+        a_.set_title(title)
+        a_.set_xlim(*xr)
+        a_.set_ylim(*yr)
+        a_.set_aspect("equal")
+    roc_ax.indicate_inset((ZOOM[0][0], ZOOM[1][0], ZOOM[0][1] - ZOOM[0][0], ZOOM[1][1] - ZOOM[1][0]),
+                          edgecolor="0.3")  # the zoomed region, without connector lines across the curves
+    leg_ax = fig.add_subplot(gs[1, 2 * third:])
     leg_ax.axis("off")
     h_roc, l_roc = roc_ax.get_legend_handles_labels()
     proxies = [style.plt.Line2D([], [], color=c, lw=1.2, label=f"{n} examples (histograms)")

@@ -79,7 +79,7 @@ def _view_note(z: np.ndarray, zoom: bool) -> str:
     if not len(z):
         return ""
     if zoom:
-        return f"{len(z) - out} of {len(z)} eigenvalues in this zoom"
+        return f"{len(z) - out} of {len(z)} eigenvalues inside"
     return f"{out} of {len(z)} eigenvalues off the plot (max |λ| = {np.abs(z).max():.3g})" if out else ""
 
 
@@ -90,7 +90,7 @@ def plot_koopman_spectra(windows: Mapping[str, Sequence[Window | tuple]],
     spectra.csv rows} — full batch, realization 0, the largest tau, the limit fit, one colour per window start.
     Columns: HPO windows, their zoom near 1, extraction fits, their zoom near 1."""
     tasks = sorted(set(windows) | set(extract_rows))
-    fig, axes = style.subplots(max(1, len(tasks)), 4, w=3.1, h=3.1)
+    fig, axes = style.subplots(max(1, len(tasks)), 4, w=3.3, h=3.3)
     data: dict[str, Any] = {"hpo": {}, "extract": {}, "status": {}}
     notes: list[str] = []
     if not tasks:
@@ -133,9 +133,9 @@ def plot_koopman_spectra(windows: Mapping[str, Sequence[Window | tuple]],
             note = _view_note(allz, zoom)
             n_bad = sum(w.status != "accepted" for w in ws)
             if zoom:
-                ax.set_title(f"{task}: zoom near 1 ({note})", fontsize=8)
+                ax.set_title(f"{task}: HPO run, zoom near 1\n({note})", fontsize=8)
             else:
-                ax.set_title(f"{task}: glocal HPO run, {len(ws)} window fits"
+                ax.set_title(f"{task}: glocal HPO run\n{len(ws)} window fits"
                              + (f", {n_bad} rejected" if n_bad else ", none rejected"), fontsize=8)
                 if note:
                     notes.append(f"{task}, HPO run: {note}")
@@ -166,10 +166,10 @@ def plot_koopman_spectra(windows: Mapping[str, Sequence[Window | tuple]],
                     data["extract"][(task, s)] = (z.real.tolist(), z.imag.tolist())
             note = _view_note(np.concatenate(allz), zoom)
             if zoom:
-                ax.set_title(f"{task}: zoom near 1 ({note})", fontsize=8)
+                ax.set_title(f"{task}: extraction, zoom near 1\n({note})", fontsize=8)
                 ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
             else:
-                ax.set_title(f"{task}: extraction at fixed φ, full batch, τ={int(tau)}", fontsize=8)
+                ax.set_title(f"{task}: extraction at fixed φ\nfull batch, τ={int(tau)}", fontsize=8)
                 if note:
                     notes.append(f"{task}, extraction: {note}")
     fig.suptitle("Fitted Koopman eigenvalues of the hypergradient trajectories (DMD of each window); "

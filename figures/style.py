@@ -181,6 +181,21 @@ def save(fig, out_stem: str | Path, dpi: int | None = None) -> dict[str, Any]:
     return {"lines": data, "text": text, "paths": [str(p) for p in paths]}
 
 
+def plain_log_labels(axis) -> None:
+    """Tick labels of a log axis written plainly ('0.3', '20') instead of '3x10^-1'."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v, _):  # only 2x and 5x, and only on an axis of at most two decades: labels never collide
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0 or math.log10(hi / lo) > 2:
+            return ""
+        mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+        return f"{v:g}" if mantissa in (2.0, 5.0) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 def finite(a) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     return a[np.isfinite(a)]

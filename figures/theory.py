@@ -54,6 +54,12 @@ def _pos(x: float) -> float:
     return max(float(x), 1e-18)
 
 
+def _sci(x: float) -> str:
+    """1e-5 rather than Python's 1e-05."""
+    m, e = f"{x:.0e}".split("e")
+    return f"{m}e{int(e)}"
+
+
 def _wrap(text: str, width: int = 34) -> str:
     words, lines, cur = text.split(" "), [], ""
     for w in words:
@@ -71,7 +77,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path, floo
     tau, one panel per problem, with the threshold tau = n + d + 1 and the error floor marked."""
     groups = _group(rows, max_cases)
     k = max(1, len(groups))
-    fig, axes = style.subplots(1, k, w=3.3, h=3.0, sharey=True)
+    fig, axes = style.subplots(1, k, w=3.3, h=3.8, sharey=True)
     data: dict[str, Any] = {"cases": list(groups)}
     if not groups:
         style.empty(axes[0, 0], "no theory results: run `glocal theory`")
@@ -87,7 +93,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path, floo
                     label=r"local $h_\tau$")
         thr = int(rs[0]["threshold"])
         ax.axvline(thr, color="k", lw=0.8, ls="-.", label=r"threshold $\tau$ = n + d + 1")
-        ax.axhline(floor, color="gray", lw=0.8, ls=":", label=f"{floor:g} error floor")
+        ax.axhline(floor, color="gray", lw=0.8, ls=":", label=f"{_sci(floor)} error floor")
         ax.set_title(_wrap(f"{describe(case)}; n={int(rs[0]['n'])}, d={int(rs[0]['d'])}, n+d+1={thr}"), fontsize=8)
         ax.set_xlabel(r"window length $\tau$ (steps)")
     axes[0, 0].set_ylabel(r"relative error $\|\hat h - h_\infty\| / \|h_\infty\|$")
@@ -95,7 +101,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path, floo
                  fontsize=10)
     style.finish(fig)
     style.legend_below(fig, axes, ncol=3)
-    fig.subplots_adjust(bottom=0.3, top=0.72)
+    fig.subplots_adjust(bottom=0.26, top=0.76)
     data.update(style.save(fig, out_stem, dpi))
     return data
 
@@ -130,9 +136,9 @@ def plot_bound(rows: Sequence[dict[str, Any]], out_stem: str | Path, max_cases: 
 
 def plot_spectrum(rows: Sequence[dict[str, Any]], out_stem: str | Path, max_cases: int = 4,
                   dpi: int | None = None, match_tol: float = 1e-3) -> dict[str, Any]:
-    """Recovered (x) against exact (o) Koopman eigenvalues, one colour per problem, unit circle drawn. A
-    fitted eigenvalue with no exact one within ``match_tol`` that sits at the origin (a mode under the
-    float64 floor, which the spectrum check skips) is left out and counted in a note."""
+    """Recovered (x) against exact (o) Koopman eigenvalues, one colour per problem, unit circle drawn. A fitted
+    eigenvalue with no exact one within ``match_tol`` (a spurious mode of the fit, typically near 0) is drawn
+    as a gray + and counted in a note, so that no x stands without its o unexplained."""
     groups = _group(rows, max_cases)
     fig, axes = style.subplots(1, 1, w=4.2, h=4.2)
     ax = axes[0, 0]
@@ -140,23 +146,24 @@ def plot_spectrum(rows: Sequence[dict[str, Any]], out_stem: str | Path, max_case
     th = np.linspace(0, 2 * np.pi, 721)
     ax.plot(np.cos(th), np.sin(th), color="gray", lw=0.6, label="unit circle")
     notes: list[str] = []
-    data: dict[str, Any] = {"cases": list(groups), "dropped": 0}
+    spurious: list[complex] = []
+    data: dict[str, Any] = {"cases": list(groups)}
     for case, rs in groups.items():
         tr = np.array([complex(r["re"], r["im"]) for r in rs if r["which"] == "true"])
         ft = np.array([complex(r["re"], r["im"]) for r in rs if r["which"] == "fitted"])
-        if len(ft) and len(tr):
-            near = np.array([np.min(np.abs(tr - z)) <= match_tol for z in ft])
-            tiny = np.abs(ft) < 1e-6 * max(1.0, float(np.abs(tr).max()))
-            drop = ~near & tiny
-            data["dropped"] += int(drop.sum())
-            ft = ft[~drop]
+        matched = np.array([len(tr) > 0 and np.min(np.abs(tr - z)) <= match_tol for z in ft], dtype=bool)
+        spurious += ft[~matched].tolist()
         line = ax.plot(tr.real, tr.imag, "o", mfc="none", ms=8, label=describe(case))[0]
-        ax.plot(ft.real, ft.imag, "x", ms=6, mew=1.2, color=line.get_color(), label=f"_fit {case}")
-    if data["dropped"]:
-        notes.append(f"{data['dropped']} fitted eigenvalue(s) at the origin (|λ| < 1e-6, below the float64 floor, "
-                     "skipped by the spectrum check) not drawn")
+        ax.plot(ft[matched].real, ft[matched].imag, "x", ms=6, mew=1.2, color=line.get_color(), label=f"_fit {case}")
     ax.plot([], [], "ko", mfc="none", label="exact eigenvalue (o)")
     ax.plot([], [], "kx", label="Hankel-DMD fit (x)")
+    if spurious:
+        z = np.array(spurious)
+        ax.plot(z.real, z.imag, "+", color="0.35", ms=8, mew=1.2,
+                label=f"fitted eigenvalue without an exact one ({len(z)})")
+        notes.append(f"+: {len(z)} fitted eigenvalue(s) match no exact eigenvalue within {match_tol:g} "
+                     f"(|λ| up to {np.abs(z).max():.2g}): spurious modes of the fit, outside the spectrum check")
+    data["spurious"] = len(spurious)
     ax.set_aspect("equal")
     ax.set_xlabel(r"Re $\mu$ (eigenvalue)")
     ax.set_ylabel(r"Im $\mu$")
