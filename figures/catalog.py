@@ -23,7 +23,7 @@ VOCABULARY: dict[str, str] = {
     "training runs": r"(number of|full) training runs|\bn training runs\b",
     "cosine similarity": r"cosine",
     "relative error": r"relative error|rel\. error",
-    "ratio to local": r"ratio to local|/ ?local\b",
+    "ratio to local": r"ratio to (the )?(plain )?local|/ ?local\b",
     "bound": r"\bbounds?\b",
     "noise floor": r"noise floor",
     "error floor": r"error floor|1e-5 floor",
@@ -85,7 +85,7 @@ class Table:
     """One table under results/tables/."""
 
     files: str
-    csv: str  #: the CSV whose header the quantities are checked against
+    csv: str  #: the CSV whose header the quantities are checked against (and the .html page the report shows)
     guide: str
     quantities: tuple[str, ...]
     caption_stem: str | None = None  #: workflow/report/<stem>.rst when the report shows it
@@ -93,12 +93,13 @@ class Table:
 
 FIGURES: list[Figure] = [
     Figure("hpo_curves_{task}", "figures.hpo_curves", "HPO curves",
-           "The validation loss (top) and test loss (bottom) of every strategy, one colour each, against the training step "
-           "of its final training run (left) and against the wall time the strategy has spent (right, linear). "
-           "Lines: mean over seeds, bands: min-max. global draws its last (M-th) run; random and TPE (dashed) the "
-           "run of their best trial. In the wall-time panels, markers give global's loss at the end of each "
-           "meta-iteration and the searches' best loss after each trial. x = a diverged seed's last finite value; "
-           "'(k/n seeds)' = seeds missing. Lower is better, and further left is cheaper.",
+           "The validation loss (top) and test loss (bottom) of every strategy, one colour each, against the "
+           "training step of its final training run (left: global's last meta-iteration, random and TPE dashed: "
+           "the run of their best trial) and against the wall time the strategy has spent (right, linear), where "
+           "strategies with several runs are one marker per run: global's loss at the end of each meta-iteration, "
+           "the searches' best loss so far after each trial. Lines: mean over seeds, bands: min-max; x = a "
+           "diverged seed's last finite value; '(k/n seeds)' = seeds missing. Lower is better, and further left "
+           "is cheaper.",
            ("validation loss", "test loss", "training step", "wall time", "meta-iteration", "trial")),
     Figure("hyper_trajectories_{task}", "figures.hyper_trajectories", "Hyperparameter trajectories",
            "One panel per tuned hyperparameter against the training step of the run (the same x range in every "
@@ -115,6 +116,7 @@ FIGURES: list[Figure] = [
            "panel per strategy, seeds pooled, counts on a log axis so that a few misweighted examples show; well "
            "separated humps = label noise detected. Bottom: ROC of the weight as a score for 'clean' (true "
            "positive rate: clean examples kept; false positive rate: flipped examples kept), one curve per seed, "
+           "and a zoom on its top-left corner, "
            "the AUC (mean ± std over seeds) in the legend; the dotted diagonal is chance (AUC 0.5), where fixed "
            "lies (all its weights are equal).",
            ("example weight", "count", "ROC", "true positive rate", "false positive rate", "AUC", "diagonal")),
@@ -123,9 +125,10 @@ FIGURES: list[Figure] = [
            "against the prefix length tau (log-log): local (blue), glocal limit (red), glocal horizon (orange); "
            "dashed: the same fit with the POD rank truncated by energy; dotted: the fit (or the local value) of "
            "the mean over K batch orders (mini-batch rows only). One panel per task and batch mode (rows) and "
-           "window start (columns). Thin dotted red: the limit fit's model bound, drawn only where it falls "
-           "inside the panel; dash-dot gray: the mini-batch noise floor; open black circles: fits that fell back "
-           "to local. Below local = the Koopman extrapolation helps.",
+           "window start (columns). Black dotted with bar markers: the limit fit's model bound, drawn only where it "
+           "falls inside the panel; dash-dot gray: the mini-batch noise floor; open black circles: fits that fell "
+           "back to local; variants not drawn (+smoothed) are named under the figure. Below local = the Koopman "
+           "extrapolation helps.",
            ("relative error", "prefix length", "window start", "bound", "noise floor", "fallback")),
     Figure("koopman_spectra", "figures.spectra", "Koopman spectra",
            "Fitted DMD eigenvalues in the complex plane with the unit circle, per task (rows). Left: every window "
@@ -169,23 +172,23 @@ FIGURES: list[Figure] = [
 
 #: the tables under results/tables/
 TABLES: list[Table] = [
-    Table("summary.md / summary.csv", "summary.csv",
+    Table("summary.md / .csv / .html", "summary.csv",
           "Per task x strategy: seeds found/expected, diverged runs, full training runs, final validation loss, "
           "test loss and accuracy, AUC (reweight), wall time and peak memory, mean ± std (sample std) over seeds.",
           ("training runs", "validation loss", "test loss", "accuracy", "AUC", "wall time", "peak memory"),
           "table_summary"),
-    Table("budget.md / budget.csv", "budget.csv",
+    Table("budget.md / .csv / .html", "budget.csv",
           "Gradient strategies against random search and TPE at equal budgets: for each gradient strategy's "
           "number of full training runs and wall time, the test loss / accuracy of the searches' best run so far "
           "(selected on the validation set), mean ± std over seeds.",
           ("training runs", "wall time", "test loss", "accuracy"), "table_budget"),
-    Table("error_vs_tau.md / error_vs_tau.csv", "error_vs_tau.csv",
+    Table("error_vs_tau.md / .csv / .html", "error_vs_tau.csv",
           "The extraction analysis (`glocal analyze`): relative error per prefix length tau and estimator, with "
           "the ratio to local, per task, batch mode and window start; the .md adds which estimator beats, ties "
           "with or loses to local (5% margin); the noise floor of mini-batch settings.",
           ("relative error", "prefix length", "window start", "ratio to local", "noise floor"),
           "table_error_vs_tau"),
-    Table("theory.md / theory.csv", "theory.csv",
+    Table("theory.md / .csv / .html", "theory.csv",
           "The theory checks of `glocal theory` per check: cases passed/failed, the worst measured value and its "
           "bound (see docs/theory.md).",
           ("bound",), "table_theory"),

@@ -17,6 +17,7 @@ VARIABLES = ["T", "tau", "q"]
 XLABEL = {"T": "training horizon T (steps)", "tau": r"window length $\tau$ (steps)",
           "q": "number of hyperparameters q"}
 METHOD_COLORS = {"global": "global", "local": "local", "glocal": "glocal", "train": "fixed"}
+METHOD_NAMES = {"train": "plain training (T steps, no hypergradient)"}
 
 
 def slope_key(method: str, engine: str) -> str:
@@ -97,7 +98,7 @@ def _from_bench(rows, out_stem):
                 if not ok.any():
                     continue
                 xs_all += x[ok].tolist()
-                lab = f"{m}{' [' + eng + ']' if eng else ''}, {what}"
+                lab = f"{METHOD_NAMES.get(m, m)}{' [' + eng + ']' if eng else ''}, {what}"
                 ax.plot(x[ok], y[ok], ls="none" if mixed else ls, marker=style.MARKERS.get(METHOD_COLORS.get(m, m), "o"),
                         mfc=c if col == "seconds_per_update" else "white", color=c, label=lab)
                 data["series"][(var, m, col)] = (x[ok].tolist(), y[ok].tolist())

@@ -24,6 +24,9 @@ MARKERS = {"local": "^", "limit": "o", "horizon": "s"}
 VARIANT_TEXT = {"truncated": "POD rank by energy", "averaged": "fit of the mean of K orders",
                 "smoothed": "moving-average prefix"}
 YMAX = 1e3  # errors above this are drawn at the top edge, with a note
+#: variants left out of the figure by default (named in a note; their numbers are in tables/error_vs_tau.csv),
+#: so that a panel keeps to the estimators the results discuss; any other estimator is drawn
+NOT_DRAWN = ("smoothed",)
 
 
 def estimator_style(est: str) -> dict[str, Any]:
@@ -55,7 +58,13 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(_key(r), []).append(r)
-    ests = sorted({r["estimator"] for r in rows} if estimators is None else set(estimators), key=_order)
+    found = {r["estimator"] for r in rows}
+    if estimators is None:
+        left_out = sorted((e for e in found if e.partition("+")[2] in NOT_DRAWN), key=_order)
+        estimators = found - set(left_out)
+    else:
+        left_out = sorted(found - set(estimators), key=_order)
+    ests = sorted(estimators, key=_order)
     tasks = sorted({k[0] for k in groups})
     row_keys = sorted({(k[0], k[1], k[2]) for k in groups}, key=lambda k: (k[0], k[1] != "full", k[1]))
     starts = sorted({k[3] for k in groups})
@@ -106,6 +115,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
                 values.append(floor)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            style.plain_log_labels(ax.yaxis)
             lo = min(values) if values else 1e-3
             hi = min(max(values), YMAX) if values else 1.0
             ylim = (lo / 3, hi * 3)
@@ -115,7 +125,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
                 b = np.array([to_float(r.get("bound")) for r in limit_rows])
                 inside = np.isfinite(b) & (b >= ylim[0]) & (b <= ylim[1])
                 if inside.any():
-                    ax.plot(tau[inside], b[inside], ls=":", color=BASES["limit"], lw=0.9, marker=".", ms=3,
+                    ax.plot(tau[inside], b[inside], ls=(0, (1, 1)), color="k", lw=0.8, marker="_", ms=8, mew=1.2,
                             label="bound of the limit fit (model tail), where inside the panel")
                     data["panels"][(task, setting, s, "bound")] = (tau[inside].tolist(), b[inside].tolist())
                 if np.isfinite(b).any() and not inside.all():
@@ -134,6 +144,9 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
                      f"{n_panels} panels (those values range {vals.min():.1e} to {vals.max():.1e}; "
                      "column 'bound' of analysis/error_vs_tau.csv): drawn only where it is informative.")
     notes += clipped
+    if left_out:
+        notes.append(f"Not drawn (see tables/error_vs_tau.csv): {', '.join(left_out)}.")
+    data["left_out"] = left_out
     style.finish(fig)
     style.legend_below(fig, axes, ncol=3)
     fig.subplots_adjust(bottom=0.05 + 0.5 / max(1, nr) ** 0.5 * 0.35, top=1 - 0.22 / max(1, nr))

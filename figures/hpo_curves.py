@@ -162,6 +162,7 @@ def plot_hpo_curves(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: 
             style.empty(ax, f"no {YLABEL[col].split(' (')[0]} data")
             continue
         ax.set_yscale("log")
+        style.plain_log_labels(ax.yaxis)
         ax.set_xlim(left=0)
     n_seeds = len(seeds)
     fig.suptitle(f"task {task}: loss of each strategy's final training run "

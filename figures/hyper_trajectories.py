@@ -174,6 +174,7 @@ def plot_hyper_trajectories(runs: Mapping[str, Mapping[int, Run]], task: str, ou
                     ax.plot([lf[0]], [lf[2]], "x", color=c, ms=8, mew=2, label=f"{strat} seed {r.seed} diverged")
         if col.startswith(LOG_PREFIXES):
             ax.set_yscale("log")
+            style.plain_log_labels(ax.yaxis)
     if len(example_axes) > 1:  # clean and flipped on one scale, so the two panels compare at a glance
         lo = min(a.get_ylim()[0] for a in example_axes)
         hi = max(a.get_ylim()[1] for a in example_axes)

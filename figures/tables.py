@@ -1,12 +1,14 @@
 """``glocal tables --results results --out results/tables``: summary.md/.csv (final metrics, wall time and
 peak memory, mean +- std over seeds, per task x strategy), theory.md/.csv, error_vs_tau.md/.csv, budget.md/.csv
-(gradient strategies against black-box search at equal runs and equal wall time), and results/README.md.
+(gradient strategies against black-box search at equal runs and equal wall time), each .md also as .html (for
+the report), and results/README.md.
 The runs read are those of the run indexes (--runs) or of the config (figures.io.select_runs)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,11 @@ SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_s
                    "n_training_runs"]
                   + [f"{m}_{s}" for m in METRICS + ["auc", "wall_time"] for s in ("mean", "std")]
                   + ["wall_time_per_update_mean", "peak_memory_mb_mean", "peak_memory_mb_std", "engine"])
+
+
+#: the Markdown tables also written as HTML pages (for the report): name -> page title
+HTML_TABLES = {"summary": "Summary", "budget": "Equal budgets", "error_vs_tau": "Error against prefix length",
+               "theory": "Theory checks"}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -141,9 +148,12 @@ def theory_markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 def error_markdown(analysis: Path) -> str:
     md = analysis / "summary.md"
-    head = "# Hypergradient error against prefix length (`glocal analyze`)\n\n"
-    if md.is_file():
-        return head + md.read_text()
+    head = ("# Hypergradient error against prefix length (`glocal analyze`)\n\n"
+            "For every task, batch mode and window start: the relative error of each estimator against h_T per "
+            "prefix length tau, the ratio to local, and under mini-batches the noise floor "
+            "(the same numbers, one row per setting and tau: error_vs_tau.csv).\n\n")
+    if md.is_file():  # its own title gives way to ours
+        return head + re.sub(r"\A# [^\n]*\n+", "", md.read_text())
     rows = read_csv(analysis / "error_vs_tau.csv")
     if not rows:
         return head + "No extraction analysis found (results/analysis/error_vs_tau.csv).\n"
@@ -213,6 +223,10 @@ def run(args: argparse.Namespace) -> int:
     brows = budget_rows(runs)
     atomic_write_csv(out / "budget.csv", brows, BUDGET_FIELDS)
     atomic_write_text(out / "budget.md", budget_markdown(brows))
+    from figures.html import markdown_to_html
+
+    for name, title in HTML_TABLES.items():  # what the Snakemake report shows (it offers CSVs only as downloads)
+        atomic_write_text(out / f"{name}.html", markdown_to_html((out / f"{name}.md").read_text(), title))
     atomic_write_text(Path(args.readme) if args.readme else results / "README.md", readme(tasks))
     print(f"glocal tables: {len(rows)} summary rows, {len(th)} theory checks -> {out}", file=sys.stderr)
     return 0

@@ -161,8 +161,11 @@ def plot_spectrum(rows: Sequence[dict[str, Any]], out_stem: str | Path, max_case
         z = np.array(spurious)
         ax.plot(z.real, z.imag, "+", color="0.35", ms=8, mew=1.2,
                 label=f"fitted eigenvalue without an exact one ({len(z)})")
-        notes.append(f"+: {len(z)} fitted eigenvalue(s) match no exact eigenvalue within {match_tol:g} "
-                     f"(|λ| up to {np.abs(z).max():.2g}): spurious modes of the fit, outside the spectrum check")
+        at = ", ".join(f"{v:.2g}" for v in sorted(np.abs(z))[:6]) + (", ..." if len(z) > 6 else "")
+        one = ("; |λ| = 1 is the fit's constant observable, in a problem whose exact spectrum has no eigenvalue 1"
+               if np.any(np.abs(np.abs(z) - 1) < match_tol) else "")
+        notes.append(f"+: {len(z)} fitted eigenvalue(s) match no exact eigenvalue within {match_tol:g}, at |λ| = {at}: "
+                     f"modes of the fit outside the spectrum check{one}")
     data["spurious"] = len(spurious)
     ax.set_aspect("equal")
     ax.set_xlabel(r"Re $\mu$ (eigenvalue)")

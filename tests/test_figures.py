@@ -283,6 +283,9 @@ def test_tables_declare_their_columns(results, tmp_path):
         header = (out / t.csv).read_text().splitlines()[0]
         if declared - catalog.quantities_named(header):
             problems.append(f"{t.csv}: no column for {sorted(declared - catalog.quantities_named(header))}")
+        page = re.sub(r"<[^>]+>", " ", (out / t.csv.replace(".csv", ".html")).read_text())  # what the report shows
+        if declared - catalog.quantities_named(page):
+            problems.append(f"{t.csv}: its HTML page does not show {sorted(declared - catalog.quantities_named(page))}")
     assert not problems, "\n".join(problems)
 
 
@@ -505,6 +508,12 @@ def test_tables(results, tmp_path):
     th = (out / "theory.md").read_text()
     assert "| floor | 3 | 2 | 1 |" in th and "2 of 3 checks passed" in th
     assert (out / "error_vs_tau.md").read_text().endswith("analysis summary\n")
+    assert "<td class=\"num\">" in (out / "summary.html").read_text() and "<h2>" in (out / "summary.html").read_text()
+    rows_e = list(csv.DictReader((out / "error_vs_tau.csv").open()))
+    r5 = next(r for r in rows_e if r["task"] == "lr" and r["batch mode"] == "full batch" and r["window start"] == "0"
+              and r["prefix length tau"] == "5")
+    assert r5["relative error: limit"] == "0.2" and r5["ratio to local: limit"] == "0.4"
+    assert float(next(x for x in rows if x["strategy"] == "glocal" and x["task"] == "lr")["peak_memory_mb_mean"]) == 100.5
     text = readme.read_text()
     for n in catalog.figure_names(["lr", "reweight"]):
         assert f"`{n}`" in text
