@@ -59,18 +59,6 @@ def plot_cost(bench_rows: Sequence[dict[str, Any]] | None, out_stem: str | Path,
 MIXED_PROBLEMS = {"q"}
 
 
-def _ticks_at(ax, values) -> None:
-    """Major ticks at the measured values with plain labels (no '3x10^0' minor labels colliding)."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-
-    vals = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
-    if vals:
-        ax.xaxis.set_major_locator(FixedLocator(vals))
-        ax.set_xticklabels([f"{v:g}" for v in vals])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-
-
 def _from_bench(rows, out_stem):
     variables = [v for v in VARIABLES if any(r["variable"] == v for r in rows)]
     variables += sorted({r["variable"] for r in rows} - set(variables))
@@ -119,7 +107,7 @@ def _from_bench(rows, out_stem):
                          "joined and no slope is fitted")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _ticks_at(ax, xs_all)
+        style.ticks_at(ax, xs_all)
         ax.set_title(f"cost against {XLABEL.get(var, var).split(' (')[0]}")
     ref = style.plt.Line2D([], [], ls=":", color="k",
                            label="expected slope (complexity table, docs/design.md), through the 1st point")

@@ -133,6 +133,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
                     if len(out):
                         hidden_bounds.append(f"{task}/{mode}/s={s}")
                         data["bound_hidden"].append(((task, setting, s), out.tolist()))
+            style.ticks_at(ax, [to_float(r["tau"]) for r in rows])
             if i == nr - 1:
                 ax.set_xlabel(r"prefix length $\tau$ (steps)")
             if j == 0:

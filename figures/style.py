@@ -162,9 +162,14 @@ def figure_text(fig) -> str:
 
 
 def footnote(fig, lines: list[str], y: float = 0.0) -> None:
-    """Notes under the panels (missing seeds, values off scale): outside every axis, so no line crosses them."""
+    """Notes under the panels (missing seeds, values off scale): outside every axis, so no line crosses them;
+    each wrapped to the figure's width."""
     if lines:
-        fig.text(0.01, y, "\n".join(lines), ha="left", va="top", fontsize=7, color="#444444")
+        import textwrap
+
+        width = max(60, int(fig.get_figwidth() * 17))  # characters of 7-pt text across the figure
+        text = "\n".join(w for line in lines for w in textwrap.wrap(line, width, subsequent_indent="  "))
+        fig.text(0.01, y, text, ha="left", va="top", fontsize=7, color="#444444")
 
 
 def save(fig, out_stem: str | Path, dpi: int | None = None) -> dict[str, Any]:
@@ -194,6 +199,18 @@ def plain_log_labels(axis) -> None:
 
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def ticks_at(ax, values) -> None:
+    """x ticks of a log axis at the measured values, plainly labelled (no colliding '3x10^0 4x10^0' labels)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    vals = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
+    if vals:
+        ax.xaxis.set_major_locator(FixedLocator(vals))
+        ax.set_xticklabels([f"{v:g}" for v in vals])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def finite(a) -> np.ndarray:
