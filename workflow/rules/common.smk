@@ -121,6 +121,11 @@ def run_index_files():
     return [RUN_INDEX.format(task=t) for t in TASKS]
 
 
+def all_run_summaries():
+    """One file per run (written last by a run): as targets, a deleted run is redone."""
+    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json" for t in TASKS for s in STRATEGIES for n in SEEDS]
+
+
 def extract_files(task):
     return [f"{EXTRACT_DIR.format(task=task)}/{n}" for n in EXTRACT_FILES]
 
@@ -143,7 +148,8 @@ def bench_files():
 
 def all_targets():
     return (
-        run_index_files()  # each depends on its task's runs; keeps this rule's log line short
+        all_run_summaries()  # one file per run (not all five): keeps this rule's log lines short
+        + run_index_files()
         + all_extract_files()
         + analysis_files()
         + theory_files()
