@@ -18,9 +18,10 @@ import numpy as np
 from figures import style
 from figures.io import to_float
 
-BASES = {"local": style.COLORS["local"], "limit": style.COLORS["glocal"], "horizon": "#ff7f0e"}
+BASES = {"local": style.COLORS["local"], "limit": style.COLORS["glocal"], "horizon": "#ff7f0e",
+         "robust": "#e377c2", "auto": "#bcbd22"}
 VARIANTS = {"": "-", "truncated": "--", "averaged": ":", "smoothed": "-."}
-MARKERS = {"local": "^", "limit": "o", "horizon": "s"}
+MARKERS = {"local": "^", "limit": "o", "horizon": "s", "robust": "D", "auto": "v"}
 VARIANT_TEXT = {"truncated": "POD rank by energy", "averaged": "fit of the mean of K orders",
                 "smoothed": "moving-average prefix"}
 YMAX = 1e3  # errors above this are drawn at the top edge, with a note
@@ -32,8 +33,8 @@ NOT_DRAWN = ("smoothed",)
 def estimator_style(est: str) -> dict[str, Any]:
     """Colour, line style, marker and legend label of an estimator name ``base[+variant]``."""
     base, _, variant = est.partition("+")
-    name = {"local": r"local $h_{s\to s+\tau}$", "limit": "glocal (limit)", "horizon": "glocal (horizon)"}.get(
-        base, base)
+    name = {"local": r"local $h_{s\to s+\tau}$", "limit": "glocal (limit)", "horizon": "glocal (horizon)",
+            "robust": "glocal (robust)", "auto": "glocal (auto)"}.get(base, base)
     if variant:
         name += f" + {variant}" + (f" ({VARIANT_TEXT[variant]})" if variant in VARIANT_TEXT else "")
     return {"color": BASES.get(base, "#7f7f7f"), "ls": VARIANTS.get(variant, (0, (1, 3))),

@@ -9,7 +9,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glocal.koopman import glocal_estimate, hankel_dmd, validate_trajectory
+from glocal.koopman import (
+    backtest_shrinkage,
+    glocal_estimate,
+    hankel_dmd,
+    shared_rate_fit,
+    shared_rate_grid,
+    validate_trajectory,
+)
 
 TOL = 1e-8
 F64 = torch.float64
@@ -167,12 +174,14 @@ def test_constant_sequence(estimator):
     torch.testing.assert_close(est.value, traj[-1], rtol=1e-10, atol=0)
 
 
-def test_zero_sequence_falls_back():
+def test_zero_sequence_is_its_own_limit():
+    """An all-zero trajectory is constant: its limit and every horizon are 0, with no fallback."""
     traj = torch.zeros(10, 2, dtype=F64)
-    est = glocal_estimate(traj)
-    assert _finite(est) and est.fallback
-    assert "rank 0" in est.reason and est.diagnostics["rank"] == 0
-    assert torch.equal(est.value, traj[-1])
+    for estimator in ("limit", "horizon"):
+        est = glocal_estimate(traj, estimator=estimator, steps_ahead=5)
+        assert _finite(est) and not est.fallback, est.reason
+        assert est.diagnostics["rank"] == 0 and est.diagnostics["constant"] is True
+        assert torch.equal(est.value, traj[-1])
 
 
 @pytest.mark.parametrize("tau", [1, 2])
@@ -223,13 +232,30 @@ def test_exploding_sequence_reports_spectral_radius():
 
 
 def test_linear_growth_triggers_condition_guard():
-    """h_t = t: a double eigenvalue 1, I - A singular: falls back to the local value, says why."""
+    """h_t = t v: a double eigenvalue 1 (I - A singular); only the condition-number guard can tell.
+
+    The spectral radius is 1 (no growing mode) and the trajectory is not degenerate, so with the
+    condition guard disabled the estimate is garbage or the solve fails: the guard is the one firing.
+    """
     traj = torch.arange(1, 21, dtype=F64)[:, None] * torch.tensor([1.0, 0.5], dtype=F64)
     est = glocal_estimate(traj)
     assert _finite(est) and est.fallback
-    assert "cond" in est.reason or "norm" in est.reason, est.reason
+    assert est.reason.startswith("ill-conditioned fit"), est.reason
+    assert est.diagnostics["condition_number"] > 1e8
+    assert est.diagnostics["spectral_radius"] == pytest.approx(1.0, abs=1e-6)
+    assert not est.diagnostics["growing"] and not est.degenerate
     assert torch.equal(est.value, traj[-1])
-    assert est.diagnostics["condition_number"] > 1e8 or "norm" in est.reason
+
+
+def test_condition_guard_alone_on_a_near_unit_mode():
+    """A limit well inside the norm guard, but cond(I - A) ~ 1e9: only the condition guard fires."""
+    t = torch.arange(1, 41, dtype=F64)
+    lam = 1.0 - 1e-9
+    traj = torch.stack([1.0 + 0.5**t, 0.3 * (1.0 - lam**t) / (1.0 - lam) * 1e-9], dim=1)
+    est = glocal_estimate(traj)
+    assert est.fallback and est.reason.startswith("ill-conditioned"), est.reason
+    loose = glocal_estimate(traj, max_condition=float("inf"))
+    assert loose.reason is None or not loose.reason.startswith("ill-conditioned")
 
 
 def test_norm_guard():
@@ -267,3 +293,337 @@ def test_wrong_shape_and_arguments_raise():
     with pytest.raises(ValueError, match="energy"):
         hankel_dmd(torch.rand(8, 2, dtype=F64), energy=1.5)
     assert validate_trajectory([1.0, 2.0, 3.0]).shape == (3, 1)
+
+
+# ---------------------------------------------------------------------------- scale, precision, collapse
+def _noisy_modal(seed: int, q: int = 4, tau: int = 30) -> torch.Tensor:
+    """A converging modal trajectory plus a little noise: a generic (inexact) fit."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(1, tau + 1, dtype=F64)[:, None]
+    lams = torch.tensor([0.5, 0.8, 0.95], dtype=F64)
+    W = torch.randn(3, q, generator=g, dtype=F64)
+    base = torch.randn(q, generator=g, dtype=F64)
+    return base + (lams**t) @ W + 1e-3 * torch.randn(tau, q, generator=g, dtype=F64)
+
+
+@given(seed=st.integers(0, 2**16), exponent=st.sampled_from([-12, -9, -6, -3, 3, 6, 9, 12]),
+       estimator=st.sampled_from(["limit", "horizon", "robust", "auto", "local"]), delay=st.integers(1, 3),
+       option=st.sampled_from([{}, {"rank": 2}, {"energy": 0.999}, {"rank_rule": "oht"},
+                               {"rank_rule": "overdetermined"}, {"rtol": 1e-6}]))
+def test_estimate_is_equivariant_to_the_scale_of_its_input(seed, exponent, estimator, delay, option):
+    """The estimate of c * H is c times the estimate of H (1e-8 relative), fallbacks included."""
+    H = _noisy_modal(seed)
+    c = 10.0**exponent
+    a = glocal_estimate(H, estimator=estimator, delay=delay, steps_ahead=40, **option)
+    b = glocal_estimate(c * H, estimator=estimator, delay=delay, steps_ahead=40, **option)
+    assert a.fallback == b.fallback and a.reason == b.reason or a.reason.split(":")[0] == b.reason.split(":")[0]
+    assert a.diagnostics["rank"] == b.diagnostics["rank"]
+    assert _rel(b.value / c, a.value) <= 1e-8
+    if estimator in ("robust", "auto"):  # neither the rate, the shrinkage nor the choice depends on the scale
+        assert a.diagnostics["choice" if estimator == "auto" else "rate"] == b.diagnostics[
+            "choice" if estimator == "auto" else "rate"]
+        assert a.diagnostics["kappa"] == pytest.approx(b.diagnostics["kappa"], rel=1e-8, abs=1e-12)
+
+
+def test_scaled_trajectories_keep_their_modes():
+    """The collapse of the old fit: a small, nearly converged trajectory must keep its slow mode."""
+    t = torch.arange(1, 21, dtype=F64)[:, None]
+    g = torch.Generator().manual_seed(3)
+    v, w = torch.randn(50, generator=g, dtype=F64), torch.randn(50, generator=g, dtype=F64)
+    for scale in (1e-12, 1e-4, 1.0, 1e6, 1e12):
+        H = scale * (v + 0.05 * 0.9**t * w)  # a mean 20x larger than the variation
+        est = glocal_estimate(H)
+        assert not est.fallback and not est.degenerate, est.reason
+        assert est.diagnostics["spectral_radius"] == pytest.approx(0.9, abs=1e-8)
+        assert _rel(est.value, scale * v) <= 1e-8
+
+
+def test_fit_runs_in_float64_and_returns_the_input_dtype():
+    H = _noisy_modal(1)
+    ref = glocal_estimate(H.float().double(), estimator="horizon", steps_ahead=30)
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        x = H.to(dt)
+        est = glocal_estimate(x, estimator="horizon", steps_ahead=30)
+        assert est.value.dtype == dt
+        fit64 = glocal_estimate(x.double(), estimator="horizon", steps_ahead=30)
+        # the same numbers fitted in float64, rounded once to the input's dtype at the end
+        assert torch.equal(est.value, fit64.value.to(dt))
+    assert torch.equal(glocal_estimate(H.float(), estimator="horizon", steps_ahead=30).value,
+                       ref.value.float())
+    lst = glocal_estimate(H.tolist())
+    assert lst.value.dtype == torch.float64
+    assert torch.equal(lst.value, glocal_estimate(H).value)
+    with pytest.raises(ValueError, match="complex"):
+        glocal_estimate(H.to(torch.complex128))
+    with pytest.raises(ValueError, match="complex"):
+        hankel_dmd([[1 + 2j, 0.0], [1.0, 1.0], [0.5, 0.5]])
+
+
+def test_float32_trajectory_keeps_the_float64_fit_accuracy():
+    """Rounded to float32, a slowly converging trajectory still gives its limit to ~float32 accuracy."""
+    g = torch.Generator().manual_seed(7)
+    q, tau = 40, 60
+    t = torch.arange(1, tau + 1, dtype=F64)[:, None]
+    lams = torch.tensor([0.6, 0.85, 0.93, 0.97], dtype=F64)
+    W = torch.randn(4, q, generator=g, dtype=F64)
+    limit = torch.randn(q, generator=g, dtype=F64)
+    H = 1e-4 * (limit + (lams**t) @ W)
+    est = glocal_estimate(H.float())
+    assert not est.fallback, est.reason
+    assert _rel(est.value.double(), 1e-4 * limit) < 1e-3
+    assert _rel(H[-1], 1e-4 * limit) > 0.1  # the local hypergradient is far off
+
+
+def test_growing_trajectory_falls_back_for_limit_and_is_frozen_by_horizon():
+    """h_t = a + b 1.1^t + c 0.5^t: no limit; horizon freezes the growing mode at its current size."""
+    t = torch.arange(1, 31, dtype=F64)
+    a, b, c = 2.0, 1e-3, 1.0
+    h = a + b * 1.1**t + c * 0.5**t
+    est = glocal_estimate(h, delay=2)
+    assert est.fallback and est.reason.startswith("growing mode"), est.reason
+    assert est.diagnostics["growing"] and est.diagnostics["growing_share"] > 0.5
+    assert est.diagnostics["spectral_radius"] == pytest.approx(1.1, abs=1e-8)
+    assert float(est.value) == float(h[-1])
+    n = 12
+    hz = glocal_estimate(h, delay=2, estimator="horizon", steps_ahead=n)
+    assert not hz.fallback, hz.reason
+    assert hz.diagnostics["n_clipped"] == 1 and hz.diagnostics["growing"]
+    frozen = a + b * 1.1**30 + c * 0.5 ** (30 + n)
+    assert abs(float(hz.value) - frozen) <= 1e-8 * abs(frozen)
+
+
+def test_small_growing_noise_mode_does_not_hide_the_limit():
+    """A slightly unstable mode carrying little of the trajectory is flagged, not a fallback."""
+    t = torch.arange(1, 41, dtype=F64)
+    h = 3.0 + 1.0 * 0.8**t + 1e-4 * 1.01**t
+    est = glocal_estimate(h, delay=2)
+    assert est.diagnostics["growing"] and est.diagnostics["growing_share"] < 0.5
+    assert not est.fallback, est.reason
+    assert abs(float(est.value) - 3.0) <= 1e-8 * 3.0
+
+
+def test_degenerate_fits_are_flagged_and_fall_back():
+    # a single jump, then constant: every eigenvalue is 0 (X1 does not vary); the fallback (the
+    # local value) is also the limit here, so the guard costs nothing when the fit is right
+    jump = torch.tensor([[1.0, 0.0]] + [[0.0, 1.0]] * 9, dtype=F64)
+    est = glocal_estimate(jump)
+    assert est.degenerate and est.fallback and est.reason.startswith("degenerate"), est.reason
+    assert est.diagnostics["spectral_radius"] < 1e-3
+    assert torch.equal(est.value, jump[-1])
+    assert not glocal_estimate(jump, collapse_tol=0.0).fallback
+    # a converging trajectory is not degenerate
+    assert not glocal_estimate(_noisy_modal(0)).degenerate
+
+
+def test_rank_rules():
+    H = _noisy_modal(2, q=30, tau=12)  # q > tau: the centred snapshots have rank tau - 1 = 11
+    full = hankel_dmd(H)
+    assert full.rank_rule == "full" and full.rank == 11
+    over = hankel_dmd(H, rank_rule="overdetermined")
+    assert over.rank == 12 - 3  # r + 1 coefficients per row from tau - 1 = 11 equations, one to spare
+    oht = hankel_dmd(H, rank_rule="oht")
+    assert 1 <= oht.rank < full.rank
+    assert hankel_dmd(H, rank=3, rank_rule="overdetermined").rank == 3
+    with pytest.raises(ValueError, match="rank_rule"):
+        hankel_dmd(H, rank_rule="magic")
+    with pytest.raises(ValueError, match="rank"):
+        hankel_dmd(H, rank=0)
+
+
+def test_agrees_with_pydmd_dmdc_with_a_constant_input():
+    """Our model is PyDMD's DMDc with u = 1: on an exactly modal system both give the limit and the horizon."""
+    pydmd = pytest.importorskip("pydmd")
+    import numpy as np
+
+    from glocal.extract import pydmd_dmdc_estimate
+
+    H, tau, limit, _ = _system_sequence(4, 3, 3, 1)
+    G = H[:tau].numpy().T
+    d = pydmd.DMDc(svd_rank=-1, svd_rank_omega=-1)  # PyDMD's public API, independently of our adapter
+    d.fit(G, np.ones((1, tau - 1)))
+    Ur, At = d.basis, d.operator.as_numpy_array
+    z = np.linalg.solve(np.eye(At.shape[0]) - At, Ur.T @ d.B[:, 0])
+    ours = glocal_estimate(H[:tau]).value
+    assert _rel(torch.as_tensor(Ur @ z), ours) <= 1e-9
+    assert _rel(ours, limit) <= 1e-9
+    peer = pydmd_dmdc_estimate(H[:tau], ["limit", "horizon"], 7)
+    assert _rel(peer["limit"][0], ours) <= 1e-9 and not peer["limit"][1]
+    assert _rel(peer["horizon"][0], H[tau - 1 + 7]) <= 1e-9
+
+
+# ---------------------------------------------------------------------------- robust and auto (issue 12)
+def _shared_rate_sequence(seed: int, q: int, lam: float, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """h_t = a + lam^t b, t = 1..length: a level and one decay rate shared by all q coordinates."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(q, generator=g, dtype=F64), torch.randn(q, generator=g, dtype=F64)
+    t = torch.arange(1, length + 1, dtype=F64)[:, None]
+    return a + lam**t * b, a, b
+
+
+@pytest.mark.parametrize("tau", [6, 25, 80])
+@pytest.mark.parametrize("index", [0, 17, 41, 59])
+def test_shared_rate_fit_recovers_level_and_rate_exactly(tau, index):
+    lam = float(shared_rate_grid(tau)[index])
+    H, a, b = _shared_rate_sequence(tau + index, 5, lam, tau + 30)
+    fit = shared_rate_fit(H[:tau])
+    assert fit.rate == lam and fit.tau == tau
+    assert fit.residual <= 1e-7  # root of a relative squared norm: float64 round-off is ~1e-8
+    assert _rel(fit.level, a) <= 1e-9 and _rel(fit.amplitude, b) <= 1e-9
+    for n in (0, 7, 30):
+        assert _rel(fit.predict(n), H[tau - 1 + n]) <= 1e-10
+    assert int(torch.argmin(fit.residuals)) == index
+
+
+def test_shared_rate_grid_and_fit_arguments():
+    grid = shared_rate_grid(100)
+    assert grid.shape == (60,) and grid.dtype == F64 and bool((grid[1:] > grid[:-1]).all())
+    assert float(grid[0]) == pytest.approx(1 - 1 / 1.05) and float(grid[-1]) == pytest.approx(1 - 1 / 100)
+    assert shared_rate_grid(50, n_rates=7).shape == (7,)
+    with pytest.raises(ValueError, match="n_rates"):
+        shared_rate_grid(10, n_rates=0)
+    with pytest.raises(ValueError, match="min_timescale"):
+        shared_rate_grid(10, min_timescale=1.0)
+    with pytest.raises(ValueError, match="tau=2"):
+        shared_rate_fit(torch.ones(2, 3, dtype=F64))
+
+
+def test_robust_estimate_is_exact_when_kappa_is_one():
+    """A slow shared rate: the first half's fit (rates only up to time scale tau/2) under-predicts the move,
+    the unclipped shrinkage exceeds 1, kappa = 1, and the estimate is the exact h_{tau+n}."""
+    tau, n = 40, 60
+    lam = float(shared_rate_grid(tau)[-2])
+    H, _, _ = _shared_rate_sequence(3, 6, lam, tau + n)
+    est = glocal_estimate(H[:tau], estimator="robust", steps_ahead=n)
+    d = est.diagnostics
+    assert not est.fallback, est.reason
+    assert d["kappa_raw"] > 1 and d["kappa"] == 1.0
+    assert d["rate"] == lam and d["spectral_radius"] == lam and d["residual"] <= 1e-7
+    assert _rel(est.value, H[tau - 1 + n]) <= 1e-10
+    assert _rel(H[tau - 1], H[tau - 1 + n]) > 0.1  # the local hypergradient is far off
+
+
+def test_robust_estimate_is_local_when_the_first_half_model_is_useless():
+    """The first half decays along b; then the trajectory turns and moves along b + c: the first half's model
+    predicts a move against the actual one, kappa = 0, and the estimate is h_tau."""
+    tau, tb = 30, 15
+    t = torch.arange(1, tau + 1, dtype=F64)[:, None]
+    b, c = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1.0, 0.0], dtype=F64)
+    H = 2.0 + 0.8 ** torch.clamp(t, max=tb) * b + torch.clamp(t - tb, min=0) * 0.05 * (b + c)
+    est = glocal_estimate(H, estimator="robust", steps_ahead=50)
+    d = est.diagnostics
+    assert not est.fallback, est.reason
+    assert d["kappa"] == 0.0 and d["kappa_raw"] <= 0.0
+    assert torch.equal(est.value, H[-1])
+    assert d["backtest_robust"] == pytest.approx(d["backtest_local"])
+    # the ungated shared-rate forecast differs: the gate is what returns the local hypergradient
+    assert d["backtest_shared_rate"] > d["backtest_local"]
+    assert backtest_shrinkage(torch.zeros(3, dtype=F64), c) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+def test_robust_and_auto_run_in_float64_and_return_the_input_dtype(estimator):
+    H = _noisy_modal(4, q=6, tau=40)
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        x = H.to(dt)
+        est = glocal_estimate(x, estimator=estimator, steps_ahead=50)
+        assert est.value.dtype == dt
+        fit64 = glocal_estimate(x.double(), estimator=estimator, steps_ahead=50)
+        assert torch.equal(est.value, fit64.value.to(dt))
+        assert est.diagnostics["kappa"] == fit64.diagnostics["kappa"]
+    lst = glocal_estimate(H.tolist(), estimator=estimator, steps_ahead=50)
+    assert lst.value.dtype == F64 and torch.equal(lst.value, glocal_estimate(H, estimator=estimator, steps_ahead=50).value)
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+@pytest.mark.parametrize("exponent", [-12, -6, 6, 12])
+def test_robust_and_auto_are_scale_equivariant(estimator, exponent):
+    """Seeds whose shrinkage lies strictly inside (0, 1) or at 1, and whose auto choice differs: c * H gives c times
+    the estimate, the same rate, kappa and choice."""
+    c = 10.0**exponent
+    kappas, choices = set(), set()
+    for seed in (1, 2, 3, 4):
+        H = _noisy_modal(seed)
+        if estimator == "auto":
+            H = H + 0.02 * torch.randn(H.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        a = glocal_estimate(H, estimator=estimator, steps_ahead=40)
+        b = glocal_estimate(c * H, estimator=estimator, steps_ahead=40)
+        assert _rel(b.value / c, a.value) <= 1e-10
+        assert a.diagnostics["rate"] == b.diagnostics["rate"]
+        assert a.diagnostics["kappa"] == pytest.approx(b.diagnostics["kappa"], rel=1e-10)
+        assert b.diagnostics["backtest_local"] == pytest.approx(c * a.diagnostics["backtest_local"], rel=1e-10)
+        kappas.add(round(a.diagnostics["kappa"], 3))
+        choices.add(a.diagnostics.get("choice"))
+    assert len(kappas) >= 2  # the cases exercise the shrinkage, not only kappa = 0
+    if estimator == "auto":
+        assert choices == {"horizon", "robust"}
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+def test_robust_and_auto_need_steps_ahead(estimator):
+    with pytest.raises(ValueError, match="steps_ahead"):
+        glocal_estimate(torch.rand(20, 2, dtype=F64), estimator=estimator)
+    with pytest.raises(ValueError, match="steps_ahead"):
+        glocal_estimate(torch.rand(20, 2, dtype=F64), estimator=estimator, steps_ahead=-1)
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+def test_robust_and_auto_are_finite_and_guarded(estimator):
+    import json
+
+    # too short for the backtest: the local hypergradient, flagged as a fallback with the reason
+    short = torch.rand(5, 3, dtype=F64)
+    est = glocal_estimate(short, estimator=estimator, steps_ahead=10)
+    assert est.fallback and "backtest" in est.reason and torch.equal(est.value, short[-1])
+    # constant and zero trajectories are their own forecast
+    for traj in (torch.full((12, 3), 2.5, dtype=F64), torch.zeros(12, 3, dtype=F64)):
+        est = glocal_estimate(traj, estimator=estimator, steps_ahead=10)
+        assert not est.fallback and torch.equal(est.value, traj[-1])
+    # an exploding trajectory: finite, inside the norm guard
+    boom = (2.0 ** torch.arange(30, dtype=F64))[:, None] * torch.tensor([1.0, -1.0], dtype=F64)
+    est = glocal_estimate(boom, estimator=estimator, steps_ahead=100)
+    assert _finite(est) and float(torch.linalg.norm(est.value)) <= 10.0 * float(torch.linalg.norm(boom[-1]))
+    # a forecast far beyond everything seen falls back, saying why
+    t = torch.arange(1, 31, dtype=F64)[:, None]
+    slow = (1.0 - 0.9**t) * torch.tensor([1.0, 2.0], dtype=F64)  # level 1.04x the largest observed norm
+    est = glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.0)
+    assert est.fallback and "exceeds" in est.reason and torch.equal(est.value, slow[-1])
+    assert not glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.1).fallback
+    rec = glocal_estimate(_noisy_modal(1), estimator=estimator, steps_ahead=20).to_record()
+    text = json.dumps(rec)
+    for key in ("kappa", "kappa_raw", "rate", "backtest_local", "backtest_shared_rate", "backtest_robust"):
+        assert key in rec, key
+    assert "NaN" not in text and rec["estimator"] == estimator
+    if estimator == "auto":
+        assert rec["choice"] in ("horizon", "robust") and "backtest_horizon" in rec
+
+
+def test_auto_picks_horizon_on_an_exact_modal_system():
+    """Distinct modes, no noise: the first half's DMD fit predicts h_tau exactly, the shared-rate fit cannot."""
+    H, tau, limit, _ = _system_sequence(6, 3, 3, 1, extra=80)
+    tau = 2 * tau  # the first half alone must determine the DMD model
+    n = 40
+    auto = glocal_estimate(H[:tau], estimator="auto", steps_ahead=n)
+    d = auto.diagnostics
+    assert d["choice"] == "horizon", d
+    assert d["backtest_horizon"] <= 1e-8 * d["backtest_local"] < d["backtest_robust"]
+    hz = glocal_estimate(H[:tau], estimator="horizon", steps_ahead=n)
+    assert torch.equal(auto.value, hz.value) and auto.fallback == hz.fallback
+    assert _rel(auto.value, H[tau - 1 + n]) <= 1e-8
+    assert d["kappa"] >= 0 and "rate" in d  # the robust diagnostics are kept
+
+
+def test_auto_picks_robust_on_a_noisy_shared_rate_trajectory():
+    """A shared decay plus noise: the full-rank DMD fit regresses noise, the shared-rate fit does not."""
+    g = torch.Generator().manual_seed(11)
+    tau, n, q = 50, 100, 8
+    H, _, _ = _shared_rate_sequence(11, q, 0.95, tau + n)
+    noisy = H[:tau] + 0.02 * torch.randn(tau, q, generator=g, dtype=F64)
+    auto = glocal_estimate(noisy, estimator="auto", steps_ahead=n)
+    d = auto.diagnostics
+    assert d["choice"] == "robust", d
+    assert d["backtest_robust"] < d["backtest_horizon"]
+    robust = glocal_estimate(noisy, estimator="robust", steps_ahead=n)
+    assert torch.equal(auto.value, robust.value)
+    target = H[tau - 1 + n]
+    assert _rel(robust.value, target) < _rel(glocal_estimate(noisy, estimator="horizon", steps_ahead=n).value, target)
+    assert _rel(robust.value, target) < 0.5 * _rel(noisy[-1], target)
