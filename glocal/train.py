@@ -105,7 +105,7 @@ class OuterOptimizer:
 
 
 def choose_engine(engine: str, q: int, tau: int, *, trajectory: bool) -> str:
-    """Pick forward or reverse mode by cost (DESIGN.md "Engines per strategy").
+    """Pick forward or reverse mode by cost (docs/design.md, the engines).
 
     Forward mode costs ``tau * q`` Jacobian-vector products for the whole window; reverse mode
     ``tau`` vector-Jacobian products for one hypergradient, or ``tau (tau + 1) / 2`` for the
