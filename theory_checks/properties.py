@@ -11,10 +11,11 @@ and pass/fail (plus ``extra`` data for figures). Checks:
 * ``bound`` (iii)  ||h_T - h_inf|| <= the Jordan-form bound at every T (measured: the largest ratio).
 * ``rank_choice``  the plain (untruncated) pseudo-inverse fit, for comparison.
 * ``noise`` (iv)  with trajectory noise sigma, the change of the estimate grows at most linearly in sigma.
-* ``complexity_*`` (v)  the operation count of the engines grows with tau, q and T as the complexity table of docs/design.md says:
-  the log-log slope of its increments between consecutive sizes (the exponent of the leading term) matches the
-  table's exponent. Counts are deterministic; wall times are measured beside them (:func:`measure_timing`) and
-  reported, not checked (on small problems the per-step dispatch overhead, not the arithmetic, sets the time).
+* ``complexity_*`` (v)  the operation count of the engines grows with tau, q and T as the complexity table of
+  docs/design.md says: the log-log slope of its increments between consecutive sizes (the exponent of the
+  leading term) matches the table's exponent. Counts are deterministic; wall times are measured beside
+  them (:func:`measure_timing`) and reported, not checked (on small problems the per-step dispatch
+  overhead, not the arithmetic, sets the time).
 
 Fault injection (:func:`estimate_with_fault`) re-implements the estimator with a deliberate bug on top of
 :func:`glocal.koopman.hankel_dmd`, so the tests can show that the properties catch a broken estimator.
