@@ -82,7 +82,7 @@ def _mean_curves(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
 
 #: sideways offset (in training runs) of the single-run strategies left of one run, so that none hides another
 #: or the first step of a multi-run strategy (global, random, tpe), which stays at exactly one run
-DODGE = {"fixed": -0.3, "local": -0.2, "glocal": -0.1}
+DODGE = {"fixed": -0.4, "hd": -0.3, "local": -0.2, "glocal": -0.1}
 YLABEL = {"val_loss": "best validation loss so far", "test_loss": "test loss of that run"}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from figures.agg import mean_std
 from figures.io import Run, to_float
 
-GRADIENT = ("fixed", "local", "glocal", "global")
+GRADIENT = ("fixed", "hd", "local", "glocal", "global")
 SEARCH = ("random", "tpe")
 BUDGET_FIELDS = ["task", "strategy", "n_seeds", "n_training_runs", "wall_time", "test_loss", "test_acc"] + [
     f"{s}_{b}_{m}" for s in SEARCH for b in ("runs", "wall") for m in ("test_loss", "test_acc", "n_missing")

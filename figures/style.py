@@ -17,18 +17,19 @@ import numpy as np  # noqa: E402
 DPI = 300
 
 #: strategy order in legends and tables
-STRATEGIES = ["fixed", "local", "glocal", "global", "random", "tpe"]
+STRATEGIES = ["fixed", "hd", "local", "glocal", "global", "random", "tpe"]
 
 #: one fixed colour per strategy, the same in every figure
 COLORS = {
     "fixed": "#7f7f7f",   # gray
+    "hd": "#17becf",      # cyan (hypergradient descent: local with a window of 1)
     "local": "#1f77b4",   # blue
     "glocal": "#d62728",  # red
     "global": "#2ca02c",  # green
     "random": "#9467bd",  # purple
     "tpe": "#8c564b",     # brown
 }
-MARKERS = {"fixed": "s", "local": "o", "glocal": "D", "global": "^", "random": "v", "tpe": "P"}
+MARKERS = {"fixed": "s", "hd": "X", "local": "o", "glocal": "D", "global": "^", "random": "v", "tpe": "P"}
 
 #: estimators of the extraction: glocal ones in the glocal colour family, local in the local colour
 ESTIMATOR_STYLE = {
