@@ -522,7 +522,7 @@ def test_tables(results, tmp_path):
 def test_catalog_matches_docs():
     doc = (Path(__file__).parents[1] / "docs" / "figures.md").read_text()
     assert catalog.markdown() in doc
-    assert style.COLORS["glocal"] != style.COLORS["local"] and len(set(style.COLORS.values())) == 6
+    assert style.COLORS["glocal"] != style.COLORS["local"] and len(set(style.COLORS.values())) == len(style.COLORS)
 
 
 def test_budget_table_reads_searches_at_the_gradient_budget(tmp_path):
