@@ -71,8 +71,17 @@ def apply(style: str | None = None, dpi: int | None = None) -> None:
 apply()
 
 
+#: colours of strategies without a fixed one (variants such as glocal_robust), assigned by name
+EXTRA_COLORS = ["#ff7f0e", "#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+
+
 def color(strategy: str) -> str:
-    return COLORS.get(strategy, "#17becf")
+    """The strategy's fixed colour; a variant gets a stable colour from its name (same in every figure)."""
+    if strategy in COLORS:
+        return COLORS[strategy]
+    import zlib
+
+    return EXTRA_COLORS[zlib.crc32(strategy.encode()) % len(EXTRA_COLORS)]
 
 
 def order(strategies: Iterable[str]) -> list[str]:

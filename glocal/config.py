@@ -25,12 +25,19 @@ __all__ = [
     "schema_path",
     "task_config",
     "strategy_options",
+    "base_strategy",
+    "BUILTIN_STRATEGIES",
     "check_config",
+    "check_variants",
     "check_run",
     "check_data",
     "ConfigError",
     "WINDOWED_STRATEGIES",
 ]
+
+#: The strategies the runner implements; a variant (``strategy_variants``) runs one of the gradient ones.
+BUILTIN_STRATEGIES = ("fixed", "hd", "local", "glocal", "global", "random", "tpe")
+VARIANT_BASES = ("hd", "local", "glocal", "global")
 
 #: Strategies that update phi at the end of every window of ``strategy_options.<name>.window`` steps
 #: (``hd``'s window is always 1; ``local``'s defaults to ``glocal``'s).
@@ -81,6 +88,7 @@ def validate_config(config: Mapping[str, Any], *, source: str = "config") -> dic
         if err.validator == "additionalProperties":
             raise ConfigError(f"{source}: unknown key at '{key}': {err.message}")
         raise ConfigError(f"{source}: invalid value for '{key}': {err.message}")
+    check_variants(cfg)
     return cfg
 
 
@@ -122,16 +130,35 @@ def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
     return dict(tasks[task])
 
 
+def base_strategy(config: Mapping[str, Any], strategy: str) -> str:
+    """The built-in strategy that runs ``strategy`` (itself, or a variant's base); :class:`ConfigError` if unknown."""
+    if strategy in BUILTIN_STRATEGIES:
+        return strategy
+    variant = (config.get("strategy_variants") or {}).get(strategy)
+    if variant is None:
+        raise ConfigError(f"strategy: unknown strategy {strategy!r}; expected one of {list(BUILTIN_STRATEGIES)} "
+                          "or a variant declared under strategy_variants")
+    return variant["strategy"]
+
+
 def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[str, Any]:
     """Options of ``strategy`` for ``task``: top-level defaults merged with the task's overrides.
+
+    A variant (``strategy_variants.<name>``) takes its base strategy's options, then its own
+    ``options``, then ``tasks.<task>.strategy_options.<name>``.
 
     ``hd`` always has window 1; a ``local`` window left null is ``glocal``'s window for the task.
 
     The outer-optimizer settings are merged in under ``outer``: ``strategy_options.outer``, then
     ``tasks.<task>.strategy_options.outer``, then the strategy's own ``outer`` at either level.
     """
-    top = config.get("strategy_options", {})
+    base = base_strategy(config, strategy)
     over = task_config(config, task).get("strategy_options", {}) or {}
+    if base != strategy:
+        variant = config["strategy_variants"][strategy]
+        return _deep_merge(_deep_merge(strategy_options(config, task, base), variant.get("options") or {}),
+                           over.get(strategy) or {})
+    top = config.get("strategy_options", {})
     opts = _deep_merge(top.get(strategy, {}), over.get(strategy, {}))
     # Outer optimizer, most specific last: all strategies, the task, the strategy, the task's strategy.
     outer: dict[str, Any] = {}
@@ -185,10 +212,18 @@ def check_run(config: Mapping[str, Any], task: str, strategy: str) -> None:
       training never used.
     """
     check_data(config)
-    if strategy not in WINDOWED_STRATEGIES:
+    base = base_strategy(config, strategy)
+    if base not in WINDOWED_STRATEGIES:
         return
     tcfg = task_config(config, task)
-    window, key = _window(config, task, strategy)
+    window, key = _window(config, task, base)
+    if base != strategy:
+        window = strategy_options(config, task, strategy).get("window")
+        over = ((tcfg.get("strategy_options") or {}).get(strategy) or {})
+        if over.get("window") is not None:
+            key = f"tasks.{task}.strategy_options.{strategy}.window"
+        elif (config["strategy_variants"][strategy].get("options") or {}).get("window") is not None:
+            key = f"strategy_variants.{strategy}.options.window"
     steps = tcfg.get("steps")
     if isinstance(window, int) and isinstance(steps, int) and window >= steps:
         raise ConfigError(
@@ -197,8 +232,45 @@ def check_run(config: Mapping[str, Any], task: str, strategy: str) -> None:
         )
 
 
+def check_variants(config: Mapping[str, Any]) -> None:
+    """Strategy names and variants: every name in ``strategies`` exists; a variant does not shadow a
+    built-in strategy; its options (and per-task options under its name) are valid options of its base."""
+    variants = config.get("strategy_variants") or {}
+    for name in variants:
+        if name in BUILTIN_STRATEGIES:
+            raise ConfigError(f"strategy_variants.{name}: a variant cannot take the name of the built-in strategy {name!r}")
+    for name in config.get("strategies") or ():
+        if name not in BUILTIN_STRATEGIES and name not in variants:
+            raise ConfigError(f"strategies: unknown strategy {name!r}; expected one of {list(BUILTIN_STRATEGIES)} "
+                              "or a variant declared under strategy_variants")
+    schema = yaml.safe_load(schema_path().read_text())
+    defs = schema["$defs"]
+
+    def check(options: Mapping[str, Any], base: str, where: str) -> None:
+        sub = {"$defs": defs, "$ref": f"#/$defs/{base}_override"}
+        errors = sorted(jsonschema.Draft202012Validator(sub).iter_errors(dict(options)),
+                        key=lambda e: list(e.absolute_path))
+        if errors:
+            err = errors[0]
+            path = ".".join([where, *map(str, err.absolute_path)])
+            raise ConfigError(f"{path}: {err.message} (an option of strategy {base!r})")
+
+    for name, v in variants.items():
+        check(v.get("options") or {}, v["strategy"], f"strategy_variants.{name}.options")
+    for task, tcfg in (config.get("tasks") or {}).items():
+        for name, opts in ((tcfg or {}).get("strategy_options") or {}).items():
+            if name in defs.get("strategy_overrides", {}).get("properties", {}):
+                continue  # a built-in's overrides: checked by the schema itself
+            if name not in variants:
+                raise ConfigError(f"tasks.{task}.strategy_options.{name}: unknown strategy {name!r} "
+                                  "(not built in, not declared under strategy_variants)")
+            check(opts, variants[name]["strategy"], f"tasks.{task}.strategy_options.{name}")
+
+
 def check_config(config: Mapping[str, Any]) -> None:
-    """:func:`check_run` for every run the config asks for (enabled tasks x ``strategies``)."""
+    """:func:`check_run` for every run the config asks for (enabled tasks x ``strategies``), after
+    :func:`check_variants`."""
+    check_variants(config)
     check_data(config)
     for task, tcfg in (config.get("tasks") or {}).items():
         if not (tcfg or {}).get("enabled", True):

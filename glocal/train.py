@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from glocal.config import ConfigError, check_run, load_config, strategy_options
+from glocal.config import ConfigError, base_strategy, check_run, load_config, strategy_options
 from glocal.hypergrad import (
     forward_trajectory,
     reverse_hypergradient,
@@ -123,8 +123,9 @@ class _Run:
     """Mutable state of one run, checkpointed as plain tensors and lists."""
 
     def __init__(self, task: Task, strategy: str, opts: dict[str, Any], rundir: RunDirectory, fingerprint: str,
-                 divergence: DivergenceCheck | None = None) -> None:
+                 divergence: DivergenceCheck | None = None, base: str | None = None) -> None:
         self.task, self.strategy, self.opts, self.rundir, self.fp = task, strategy, opts, rundir, fingerprint
+        self.base = base or strategy  # the built-in strategy that runs a variant
         self.div = divergence or DivergenceCheck()
         self.eval_every = int(opts.get("eval_every") or max(1, task.steps // 50))
         self.checkpoint_every = int(opts.get("checkpoint_every") or 10)
@@ -283,7 +284,7 @@ def _window_hypergradients(r: _Run, batches: list, trajectory: bool) -> tuple[to
 def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
     """fixed / local / glocal: one training run, phi updated at the end of every window."""
     task, T = r.task, r.task.steps
-    window = int(r.opts.get("window", r.eval_every)) if r.strategy != "fixed" else r.eval_every
+    window = int(r.opts.get("window", r.eval_every)) if r.base != "fixed" else r.eval_every
     if window < 1:
         raise ConfigError(f"strategy_options.{r.strategy}.window: must be >= 1, got {window}")
     if r.step == 0 and not r.rows and r.log_metrics(force=True):
@@ -293,19 +294,19 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
         batches = task.batches(r.step, end)
         bad_h: torch.Tensor | None = None
         bad_name = "hypergradient"
-        if r.strategy == "fixed":
+        if r.base == "fixed":
             t0 = time.perf_counter()
             r.state = unroll(task.dynamics.step, r.state, r.phi, batches)
             r.timers["training"] += time.perf_counter() - t0
         else:
             t0 = time.perf_counter()
-            traj_or_h, new_state = _window_hypergradients(r, batches, trajectory=(r.strategy == "glocal"))
+            traj_or_h, new_state = _window_hypergradients(r, batches, trajectory=(r.base == "glocal"))
             r.timers["hypergradient"] += time.perf_counter() - t0
             r.state = new_state
             if not all_finite(traj_or_h):
                 # A diverging inner (or outer) loop: no estimate from it, the run ends below.
-                bad_h, bad_name = traj_or_h, "hypergradient trajectory" if r.strategy == "glocal" else "hypergradient"
-            elif r.strategy in ("hd", "local"):
+                bad_h, bad_name = traj_or_h, "hypergradient trajectory" if r.base == "glocal" else "hypergradient"
+            elif r.base in ("hd", "local"):
                 h, info, local = traj_or_h, {"estimator": "local", "tau": len(batches)}, None
             else:
                 t1 = time.perf_counter()
@@ -449,7 +450,8 @@ def run_experiment(
         from glocal.search import run_search
 
         return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after)
-    if strategy not in GRADIENT_STRATEGIES:
+    base = base_strategy(config, strategy)
+    if base not in GRADIENT_STRATEGIES:
         raise ConfigError(f"strategy: unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
     # Every check, and the data, before the run directory is touched.
     device = resolve_device(config.get("device", "auto"))
@@ -464,18 +466,18 @@ def run_experiment(
         progress = sys.stderr.isatty()
     with RunDirectory(out, task=task, strategy=strategy, seed=seed) as rd:
         rd.write_config({**resolved, "fingerprint": fp})
-        r = _Run(t, strategy, opts, rd, fp, DivergenceCheck.from_config(config))
+        r = _Run(t, strategy, opts, rd, fp, DivergenceCheck.from_config(config), base=base)
         ck = rd.load_checkpoint(fp, check=r.check_checkpoint)
         resumed = ck is not None
         if resumed:
             r.restore(ck)
         from tqdm.auto import tqdm
 
-        total = t.steps * (int(opts.get("meta_iterations", 10)) if strategy == "global" else 1)
+        total = t.steps * (int(opts.get("meta_iterations", 10)) if base == "global" else 1)
         bar = tqdm(total=total, initial=min(r.global_step(), total), disable=not progress,
                    desc=f"{task}/{strategy}/seed{seed}", unit="step", leave=False)
         try:
-            if strategy == "global":
+            if base == "global":
                 _run_global(r, bar, stop_after)
             else:
                 _run_windowed(r, bar, stop_after)
@@ -489,7 +491,7 @@ def run_experiment(
             "hyperparameters": t.hyper_values(r.phi),
             "time": {"total": r.wall(), **r.timers},
             "engine": r.engine,
-            "n_training_runs": (r.run + 1) if strategy == "global" else 1,
+            "n_training_runs": (r.run + 1) if base == "global" else 1, "base_strategy": base,
             "n_hyper_updates": r.n_updates, "q": t.hyper.q, "steps": t.steps, "resumed": resumed,
             "fallbacks": sum(1 for h in r.hyperlog if h.get("fallback")),
             "options": opts, "config": dict(config), "fingerprint": fp,
@@ -498,7 +500,7 @@ def run_experiment(
             summary["auc"] = rd.write_weights(t.hyper.constrain(r.phi)["example_weight"], t.data.flipped)
         rd.write_metrics(r.rows)
         rd.write_hypergrads(r.hyperlog)
-        sections = {"fit_health": fit_health(r.hyperlog)} if strategy == "glocal" else {}
+        sections = {"fit_health": fit_health(r.hyperlog)} if base == "glocal" else {}
         summary = rd.write_summary(summary, **sections)
         rd.remove_checkpoint()
     return summary
@@ -508,7 +510,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``glocal train``."""
     p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
     p.add_argument("--task", required=True, help="lr or reweight")
-    p.add_argument("--strategy", required=True, help=f"one of {', '.join(STRATEGIES)}")
+    p.add_argument("--strategy", required=True,
+                   help=f"one of {', '.join(STRATEGIES)}, or a variant declared under strategy_variants")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the run: initialization, batch order and label noise (default: 0)")
     p.add_argument("--out", required=True, help="run directory")
@@ -527,8 +530,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dtype:
         overrides["dtype"] = args.dtype
     config = load_config(args.config, overrides)
-    if args.strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy: unknown strategy {args.strategy!r}; expected one of {list(STRATEGIES)}")
+    if args.strategy not in STRATEGIES and args.strategy not in (config.get("strategy_variants") or {}):
+        raise ConfigError(f"--strategy: unknown strategy {args.strategy!r}; expected one of {list(STRATEGIES)} "
+                          "or a variant declared under strategy_variants")
     summary = run_experiment(config, args.task, args.strategy, args.seed, args.out,
                              progress=False if args.no_progress else None)
     print(summary_line(summary))

@@ -385,3 +385,38 @@ def test_glocal_summary_reports_fit_health_and_the_fit_is_not_a_rescaled_local(t
     # a collapsed fit returns ~0.75 x the local step at cosine 0.999; a real fit does not
     assert all(r["cosine_to_local"] < 0.995 for r in kept), [r["cosine_to_local"] for r in kept]
     assert "fit_health" not in run_experiment(config, "reweight", "local", 0, tmp_path / "l")
+
+
+def test_strategy_variants_run_their_base_with_their_options(tmp_path: Path, capsys) -> None:
+    cfg = dict(TINY, strategy_variants={"glocal_h": {"strategy": "glocal", "options": {"estimator": "horizon"}}},
+               strategies=["fixed", "glocal", "glocal_h"])
+    config = load_config(_write_cfg(tmp_path, cfg))
+    from glocal.config import strategy_options
+
+    opts = strategy_options(config, "reweight", "glocal_h")
+    assert opts["estimator"] == "horizon" and opts["window"] == 8 and opts["delay"] == 2  # the base's, then its own
+    s = run_experiment(config, "reweight", "glocal_h", 0, tmp_path / "v")
+    assert s["strategy"] == "glocal_h" and s["base_strategy"] == "glocal" and "fit_health" in s
+    recs = [json.loads(line) for line in (tmp_path / "v" / "hypergrads.jsonl").read_text().splitlines()]
+    assert {r["estimator"] for r in recs} == {"horizon"}
+    # a per-task override under the variant's name applies to it alone
+    over = dict(cfg, tasks={**TINY["tasks"], "lr": {**TINY["tasks"]["lr"],
+                                                    "strategy_options": {"glocal_h": {"window": 4}}}})
+    config2 = load_config(_write_cfg(tmp_path, over))
+    assert strategy_options(config2, "lr", "glocal_h")["window"] == 4
+    assert strategy_options(config2, "lr", "glocal")["window"] == 8
+
+
+@pytest.mark.parametrize("bad, needle", [
+    ({"strategies": ["fixed", "nope"]}, "strategies: unknown strategy 'nope'"),
+    ({"strategy_variants": {"glocal": {"strategy": "glocal"}}}, "strategy_variants.glocal"),
+    ({"strategy_variants": {"v": {"strategy": "glocal", "options": {"windw": 3}}}}, "strategy_variants.v.options"),
+    ({"strategy_variants": {"v": {"strategy": "glocal", "options": {"estimator": "magic"}}}},
+     "strategy_variants.v.options.estimator"),
+    ({"tasks": {"lr": {"strategy_options": {"v2": {"window": 3}}}}}, "tasks.lr.strategy_options.v2"),
+])
+def test_bad_variants_name_the_key(tmp_path: Path, bad: dict, needle: str) -> None:
+    from glocal.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_config(_write_cfg(tmp_path, {**TINY, **bad}))

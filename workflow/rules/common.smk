@@ -264,7 +264,7 @@ def _regex(names):
 
 wildcard_constraints:
     task=_regex(ALL_TASKS),
-    strategy=_regex(["fixed", "hd", "local", "glocal", "global", "random", "tpe"]),
+    strategy=_regex(list(_glocal_config_checks().BUILTIN_STRATEGIES) + list(config.get("strategy_variants") or {})),
     seed=r"\d+",
 
 
