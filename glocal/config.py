@@ -24,6 +24,7 @@ __all__ = [
     "validate_config",
     "schema_path",
     "task_config",
+    "task_kind",
     "strategy_options",
     "base_strategy",
     "BUILTIN_STRATEGIES",
@@ -121,13 +122,16 @@ def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, 
 
 
 def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """The validated sub-config of ``task``, with an error naming ``tasks.<task>`` when absent."""
+    """The validated sub-config of ``task``, with an error naming the task and the configured ones when absent."""
     tasks = config.get("tasks", {})
-    if task not in ("lr", "reweight"):
-        raise ConfigError(f"task: unknown task {task!r}; expected one of ['lr', 'reweight']")
     if task not in tasks:
-        raise ConfigError(f"tasks.{task}: the task is not configured")
+        raise ConfigError(f"task: unknown task {task!r}; the config defines {sorted(tasks)} (under tasks)")
     return dict(tasks[task])
+
+
+def task_kind(config: Mapping[str, Any], task: str) -> str:
+    """Which task ``task`` is (``lr``, ``reweight``, ...): its ``kind`` key, by default its name."""
+    return str(task_config(config, task).get("kind") or task)
 
 
 def base_strategy(config: Mapping[str, Any], strategy: str) -> str:

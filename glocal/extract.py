@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from glocal.config import ConfigError, load_config
+from glocal.config import ConfigError, load_config, task_config
 from glocal.hypergrad import forward_trajectory, reverse_window_hypergradients, unroll
 from glocal.koopman import glocal_estimate, hankel_dmd
-from glocal.tasks import TASKS, Task, build_task
+from glocal.tasks import Task, build_task
 from glocal.utils import (
     add_threads_argument,
     apply_threads,
@@ -231,8 +231,7 @@ def _window_trajectory(task: Task, state: torch.Tensor, phi: torch.Tensor, batch
 def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, seed: int | None = None,
                 progress: bool = False) -> dict[str, Any]:
     """Run the extraction of ``task_name`` into directory ``out``; return the meta dict."""
-    if task_name not in TASKS:
-        raise ConfigError(f"--task: unknown task {task_name!r}; expected one of {list(TASKS)}")
+    task_config(config, task_name)  # names the configured tasks when task_name is not one of them
     t_all = time.perf_counter()
     ecfg = dict(config.get("extract", {}))
     T = int(ecfg["steps"])
@@ -451,8 +450,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["extract"] = {"dtype": args.dtype}
     apply_threads(args.threads)
     config = load_config(args.config, overrides)
-    if args.task not in TASKS:
-        raise ConfigError(f"--task: unknown task {args.task!r}; expected one of {list(TASKS)}")
+    if args.task not in (config.get("tasks") or {}):
+        raise ConfigError(f"--task: unknown task {args.task!r}; the config defines {sorted(config.get('tasks') or {})}")
     meta = run_extract(config, args.task, args.out, seed=args.seed, progress=args.progress)
     print(f"extract {args.task}: engine={meta['engine']} q={meta['q']} T={meta['T']} "
           f"time={meta['timings']['total']:.1f}s -> {args.out}")

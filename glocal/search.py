@@ -169,7 +169,7 @@ def _check_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[
 # ---------------------------------------------------------------------------- search space
 def _space_names(task: Task) -> list[tuple[str, str]]:
     """(parameter name, space key) of every searched coordinate, in suggestion order."""
-    if task.name == "reweight":
+    if task.kind == "reweight":
         return [("slope", "slope"), ("offset", "offset")]
     out = []
     for b in task.hyper.blocks:
@@ -230,7 +230,7 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
     T = task.steps
     eval_every = max(1, T // 50)
     step_fn, val_fn = task.dynamics.step, task.val_fn()
-    rw = _Reweighter(task, params["slope"], params["offset"], opts["reweight_rule"]) if task.name == "reweight" else None
+    rw = _Reweighter(task, params["slope"], params["offset"], opts["reweight_rule"]) if task.kind == "reweight" else None
     phi = rw.phi if rw is not None else _phi_from_params(task, params)
     state = task.init_state()
     timers = {"training": 0.0, "evaluation": 0.0}
@@ -457,7 +457,7 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
         storage.engine.dispose()
 
     rows = _trial_rows(finished, names)
-    extra = ["auc"] if task == "reweight" else []
+    extra = ["auc"] if t.kind == "reweight" else []
     atomic_write_csv(out / "trials.csv", rows, ["trial", *names, *TRIAL_COLUMNS, *extra])
     best_row = min(rows, key=lambda r: (r["val_loss"], r["trial"]))
     k_best = best_row["trial"]
@@ -494,7 +494,7 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
         },
         "options": opts, "config": dict(config), "fingerprint": fp,
     })
-    if task == "reweight":
+    if t.kind == "reweight":
         summary["search"]["reweight_rule"] = opts["reweight_rule"]
         summary["auc"] = best.get("auc")
     # Same run-directory layout as the gradient strategies: a black-box search uses no hypergradient.

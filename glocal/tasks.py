@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 
-from glocal.config import ConfigError, task_config
+from glocal.config import ConfigError, task_config, task_kind
 from glocal.data import DataSplits, load_dataset
 from glocal.dynamics import Batch, HyperBlock, HyperSpace, OptimizerConfig, TrainingDynamics
 from glocal.models import IMAGE_INPUT_KINDS, build_model
 
 __all__ = ["Task", "build_task", "TASKS"]
 
+#: The task kinds (a config may define several tasks of one kind, e.g. ``lr`` and ``lr_gru``).
 TASKS = ("lr", "reweight")
 
 
@@ -42,7 +43,11 @@ class Task:
     device: torch.device
     dtype: torch.dtype
     order_seed: int = 0
+    kind: str = ""  #: which task this is (lr, reweight); empty means the name
     _perm_cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.name
 
     @property
     def n_train(self) -> int:
@@ -127,12 +132,13 @@ def _model_needs_images(kind: str) -> bool:
 
 def build_task(config: Mapping[str, Any], task: str, seed: int, device: torch.device, dtype: torch.dtype) -> Task:
     """Build task ``task`` of a validated config for ``seed`` on ``device`` in ``dtype``."""
-    if task not in TASKS:
-        raise ConfigError(f"task: unknown task {task!r}; expected one of {list(TASKS)}")
     tcfg = task_config(config, task)
+    kind = task_kind(config, task)
+    if kind not in TASKS:
+        raise ConfigError(f"tasks.{task}.kind: unknown task kind {kind!r}; expected one of {list(TASKS)}")
     dcfg = config["data"]
     model_spec = dict(tcfg["model"])
-    label_noise = float(tcfg.get("label_noise", 0.0)) if task == "reweight" else 0.0
+    label_noise = float(tcfg.get("label_noise", 0.0)) if kind == "reweight" else 0.0
     root = dcfg.get("root")
     if dcfg["name"] != "digits" and not root:
         raise ConfigError(f"data.root: dataset {dcfg['name']!r} needs a local directory of its files")
@@ -156,7 +162,7 @@ def build_task(config: Mapping[str, Any], task: str, seed: int, device: torch.de
     ocfg = dict(tcfg["optimizer"])
     opt = OptimizerConfig(**ocfg)
     blocks: list[HyperBlock] = []
-    if task == "lr":
+    if kind == "lr":
         for name in tcfg["tune"]:
             if name == "lr":
                 continue  # sized below, once the layer groups are known
@@ -187,6 +193,7 @@ def build_task(config: Mapping[str, Any], task: str, seed: int, device: torch.de
         seed=seed,
         device=device,
         dtype=dtype,
+        kind=kind,
     )
 
 

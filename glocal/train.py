@@ -491,12 +491,12 @@ def run_experiment(
             "hyperparameters": t.hyper_values(r.phi),
             "time": {"total": r.wall(), **r.timers},
             "engine": r.engine,
-            "n_training_runs": (r.run + 1) if base == "global" else 1, "base_strategy": base,
+            "n_training_runs": (r.run + 1) if base == "global" else 1, "base_strategy": base, "task_kind": t.kind,
             "n_hyper_updates": r.n_updates, "q": t.hyper.q, "steps": t.steps, "resumed": resumed,
             "fallbacks": sum(1 for h in r.hyperlog if h.get("fallback")),
             "options": opts, "config": dict(config), "fingerprint": fp,
         })
-        if task == "reweight" and t.data.flipped is not None:
+        if t.kind == "reweight" and t.data.flipped is not None:
             summary["auc"] = rd.write_weights(t.hyper.constrain(r.phi)["example_weight"], t.data.flipped)
         rd.write_metrics(r.rows)
         rd.write_hypergrads(r.hyperlog)

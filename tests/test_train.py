@@ -420,3 +420,21 @@ def test_bad_variants_name_the_key(tmp_path: Path, bad: dict, needle: str) -> No
 
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_config(_write_cfg(tmp_path, {**TINY, **bad}))
+
+
+def test_tasks_of_a_kind_under_their_own_name(tmp_path: Path) -> None:
+    """A further task of kind lr (here a smaller MLP) runs under its own name; its kind is recorded."""
+    cfg = dict(TINY, tasks={**TINY["tasks"], "lr_small": {"kind": "lr", "steps": 12, "batch_size": 64,
+                                                         "model": {"kind": "mlp", "hidden": [4]}}})
+    config = load_config(_write_cfg(tmp_path, cfg))
+    assert config["tasks"]["lr_small"]["enabled"] is True and config["tasks"]["lr_small"]["tune"]
+    s = run_experiment(config, "lr_small", "hd", 0, tmp_path / "x")
+    assert s["task"] == "lr_small" and s["task_kind"] == "lr" and s["n_hyper_updates"] == 12
+    from glocal.config import ConfigError
+
+    with pytest.raises(ConfigError, match="lr_small"):  # keys of another kind are refused, naming the task
+        load_config(_write_cfg(tmp_path, dict(cfg, tasks={"lr_small": {"kind": "lr", "label_noise": 0.2}})))
+    with pytest.raises(ConfigError, match="kind"):
+        load_config(_write_cfg(tmp_path, dict(cfg, tasks={"foo": {"steps": 3}})))
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        run_experiment(config, "nope", "hd", 0, tmp_path / "y")

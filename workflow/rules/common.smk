@@ -59,8 +59,8 @@ ALL_TASKS = list(config["tasks"])  # every task the schema knows (defaults fille
 TASKS = [t for t in ALL_TASKS if config["tasks"][t].get("enabled", True)]
 STRATEGIES = list(config["strategies"])
 SEEDS = list(config["seeds"])
-# tasks whose training runs also write weights.csv (per-example weights)
-WEIGHT_TASKS = ["reweight"]
+# tasks whose training runs also write weights.csv (per-example weights): every task of kind reweight
+WEIGHT_TASKS = [t for t in ALL_TASKS if (config["tasks"][t].get("kind") or t) == "reweight"]
 
 RUN_DIR = f"{RESULTS}/runs/{{task}}/{{strategy}}/seed{{seed}}"
 RUN_FILES = ["summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"]
