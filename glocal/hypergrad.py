@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.func import grad as func_grad
-from torch.func import jvp, vjp, vmap
+from torch.func import jvp, vmap
 
 __all__ = [
     "ForwardTrajectory",
@@ -82,14 +81,33 @@ def _check_inputs(state: torch.Tensor, phi: torch.Tensor, batches: Sequence[Any]
 
 
 def _val_grads(val_fn: ValFn, state: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(d val / d state, d val / d phi, val) at (state, phi)."""
-
-    def with_aux(s: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d val / d state, d val / d phi, val) at (state, phi), by plain autograd."""
+    with torch.enable_grad():
+        s = state.detach().requires_grad_(True)
+        p = phi.detach().requires_grad_(True)
         v = val_fn(s, p)
-        return v, v.detach()
+        gs, gp = torch.autograd.grad(v, (s, p), allow_unused=True)
+    gs = torch.zeros_like(s) if gs is None else gs
+    gp = torch.zeros_like(p) if gp is None else gp
+    return gs, gp, v.detach()
 
-    (gs, gp), v = func_grad(with_aux, argnums=(0, 1), has_aux=True)(state, phi)
-    return gs, gp, v
+
+def _step_vjp(
+    step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batch: Any, cotangent: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cotangent^T d step / d state, cotangent^T d step / d phi) at (state, phi), by plain autograd.
+
+    ``phi`` must be a leaf that requires grad (one per engine call, shared by every step).
+    ``torch.func.vjp`` would give the same numbers at about twice the cost on a small model:
+    its per-call transform overhead, not the arithmetic, dominates there.
+    """
+    with torch.enable_grad():
+        s = state.detach().requires_grad_(True)
+        out = step_fn(s, phi, batch)
+        ds, dp = torch.autograd.grad(out, (s, phi), cotangent, allow_unused=True)
+    ds = torch.zeros_like(s) if ds is None else ds
+    dp = torch.zeros_like(phi) if dp is None else dp
+    return ds.detach(), dp.detach()
 
 
 def unroll(step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batches: Iterable[Any]) -> torch.Tensor:
@@ -220,6 +238,7 @@ def reverse_hypergradient(
     final_state = s
     lam, g_phi, v = _val_grads(val_fn, final_state, phi)
     g_phi = g_phi.clone()
+    leaf_phi = phi.detach().requires_grad_(True)  # one leaf for every step's vector-Jacobian product
     # Walk the segments backwards; inside a segment recompute its states from the checkpoint.
     seg_starts = sorted(saved)
     for seg_start in reversed(seg_starts):
@@ -229,14 +248,8 @@ def reverse_hypergradient(
             for t in range(seg_start, seg_end - 1):
                 states.append(step_fn(states[-1], phi, batches[t]))
         for t in range(seg_end - 1, seg_start - 1, -1):
-
-            def f(s_: torch.Tensor, p_: torch.Tensor, _batch: Any = batches[t]) -> torch.Tensor:
-                return step_fn(s_, p_, _batch)
-
-            _, vjp_fn = vjp(f, states[t - seg_start], phi)
-            lam, dphi = vjp_fn(lam)
-            g_phi = g_phi + dphi
-            lam = lam.detach()
+            lam, dphi = _step_vjp(step_fn, states[t - seg_start], leaf_phi, batches[t], lam)
+            g_phi += dphi
         del states
     return ReverseResult(h=g_phi.detach(), final_state=final_state, val_loss=float(v))
 
@@ -282,6 +295,7 @@ def reverse_window_hypergradients(
     if rec[0] < 1 or rec[-1] > T:
         raise ValueError(f"record_steps must lie in 1..{T}, got {rec[0]}..{rec[-1]}")
     phi = phi.detach()
+    leaf_phi = phi.detach().requires_grad_(True)
     states = [state.detach()]
     with torch.no_grad():
         for batch in batches:
@@ -303,11 +317,7 @@ def reverse_window_hypergradients(
         if Lam.shape[0] == 0:  # no chain alive yet (only early steps recorded)
             continue
 
-        def f(s_: torch.Tensor, p_: torch.Tensor, _batch: Any = batches[t - 1]) -> torch.Tensor:
-            return step_fn(s_, p_, _batch)
-
-        _, vjp_fn = vjp(f, states[t - 1], phi)
-        dS, dP = vmap(vjp_fn, chunk_size=chunk_size)(Lam)
+        dS, dP = _step_vjps(step_fn, states[t - 1], leaf_phi, batches[t - 1], Lam, chunk_size)
         Lam = dS.detach()
         G = G + dP.detach()
     # ``order`` is descending in t; return ascending like forward_trajectory.
@@ -320,6 +330,31 @@ def reverse_window_hypergradients(
         Z=torch.zeros(0, dtype=state.dtype, device=state.device),
         val_losses=torch.stack([vals[t] for t in steps]),
     )
+
+
+def _step_vjps(
+    step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batch: Any, cotangents: torch.Tensor,
+    chunk_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_step_vjp` for a batch of cotangents (rows), through one recorded graph of the step.
+
+    The rows go through the backward pass together (``is_grads_batched``: a vmap over the
+    backward graph), ``chunk_size`` rows at a time.
+    """
+    with torch.enable_grad():
+        s = state.detach().requires_grad_(True)
+        out = step_fn(s, phi, batch)
+        k = cotangents.shape[0]
+        size = k if chunk_size is None else max(1, int(chunk_size))
+        parts_s, parts_p = [], []
+        for lo in range(0, k, size):
+            block = cotangents[lo : lo + size]
+            ds, dp = torch.autograd.grad(
+                out, (s, phi), block, retain_graph=lo + size < k, is_grads_batched=True, allow_unused=True
+            )
+            parts_s.append(torch.zeros_like(block) if ds is None else ds.detach())
+            parts_p.append(block.new_zeros(block.shape[0], phi.numel()) if dp is None else dp.detach())
+    return torch.cat(parts_s), torch.cat(parts_p)
 
 
 def finite_difference_hypergradient(

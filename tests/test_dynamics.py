@@ -95,11 +95,11 @@ def test_dynamics_configuration_errors():
     assert dyn.n_groups == 1
 
 
-@pytest.mark.parametrize("kind,n_buf", [("sgd", 0), ("momentum", 1), ("nesterov", 1), ("adam", 2)])
-def test_state_layout(kind, n_buf):
+@pytest.mark.parametrize("kind,n_buf,n_count", [("sgd", 0, 0), ("momentum", 1, 0), ("nesterov", 1, 0), ("adam", 2, 1)])
+def test_state_layout(kind, n_buf, n_count):
     dyn = TrainingDynamics(_mlp(), OptimizerConfig(kind=kind), HyperSpace([HyperBlock("lr")]))
     assert dyn.n_groups == 2 and dyn.n_params == 4 * 5 + 5 + 5 * 3 + 3
-    assert dyn.P == dyn.n_params * (1 + n_buf)
+    assert dyn.P == dyn.n_params * (1 + n_buf) + n_count
     s = dyn.init_state(3, dtype=F64)
     assert s.shape == (dyn.P,) and torch.all(s[dyn.n_params :] == 0)
     torch.testing.assert_close(s, dyn.init_state(3, dtype=F64))
