@@ -206,3 +206,79 @@ def test_mse_loss_and_metrics():
     acc = clf.accuracy(clf.init_state(0, dtype=F64), xs, ys)
     assert 0.0 <= acc <= 1.0
     assert "TrainingDynamics" in repr(clf)
+
+
+# ---------------------------------------------------------------------------- Adam's step counter
+@pytest.mark.parametrize(
+    "weight_decay,decoupled", [(0.0, False), (0.01, False), (0.1, True)], ids=["adam", "adam-l2", "adamw"]
+)
+def test_adam_counts_its_steps_in_the_state_like_torch_optim(weight_decay, decoupled):
+    """Batches built the quick-start way (``[batch] * T``, every ``Batch.step`` 0) follow
+    torch.optim.Adam / AdamW step for step, buffers and step count included: the bias correction
+    reads the counter in the state, not the batch."""
+    x, y = _data(12)
+    cfg = OptimizerConfig(kind="adam", lr=0.05, beta1=0.85, beta2=0.97, weight_decay=weight_decay,
+                          decoupled_weight_decay=decoupled)
+    dyn = TrainingDynamics(_mlp(3), cfg, HyperSpace([]))
+    assert dyn.P == 3 * dyn.n_params + 1
+    ref = _mlp(3)
+    kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+    opt = kind(ref.parameters(), lr=0.05, betas=(0.85, 0.97), eps=1e-8, weight_decay=weight_decay)
+    state = dyn.init_state(dtype=F64)
+    phi = torch.zeros(0, dtype=F64)
+    batches = [Batch(x, y, torch.arange(12))] * 8
+    assert all(b.step == 0 for b in batches)
+    for t, b in enumerate(batches, start=1):
+        state = dyn.step(state, phi, b)
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+        got = dyn.params(state)
+        buffers = dyn.optimizer_state(state)
+        assert float(buffers["step"]) == t
+        m, v = dyn.params(buffers["exp_avg"]), dyn.params(buffers["exp_avg_sq"])  # laid out like the parameters
+        for name, p in ref.named_parameters():
+            torch.testing.assert_close(got[name], p.detach(), rtol=1e-10, atol=1e-12, msg=f"step {t}, {name}")
+            st = opt.state[p]
+            assert float(st["step"]) == t
+            torch.testing.assert_close(m[name], st["exp_avg"], rtol=1e-10, atol=1e-14)
+            torch.testing.assert_close(v[name], st["exp_avg_sq"], rtol=1e-10, atol=1e-16)
+
+
+def test_adam_window_from_a_trained_state_carries_the_counter():
+    """A window that starts mid-training continues torch.optim.Adam's trajectory: theta_s from
+    ``s`` steps holds the counter s, so the next steps use the bias correction of steps s+1, ..."""
+    x, y = _data(12)
+    cfg = OptimizerConfig(kind="adam", lr=0.05, beta1=0.8, beta2=0.9)
+    dyn = TrainingDynamics(_mlp(4), cfg, HyperSpace([]))
+    ref = _mlp(4)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.05, betas=(0.8, 0.9), eps=1e-8)
+    phi = torch.zeros(0, dtype=F64)
+    full = Batch(x, y, torch.arange(12))
+    state_s = dyn.init_state(dtype=F64)
+    for _ in range(5):
+        state_s = dyn.step(state_s, phi, full)
+    assert float(dyn.optimizer_state(state_s)["step"]) == 5
+    state = state_s
+    for _ in range(3):  # the window: batches numbered 0.. again, as a fresh list would be
+        state = dyn.step(state, phi, full)
+    for _ in range(8):
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+    for name, p in ref.named_parameters():
+        torch.testing.assert_close(dyn.params(state)[name], p.detach(), rtol=1e-10, atol=1e-12)
+    # Control: the same window from the state with its counter reset is a different trajectory.
+    reset = state_s.clone()
+    reset[-1] = 0
+    for _ in range(3):
+        reset = dyn.step(reset, phi, full)
+    assert not torch.allclose(reset, state, rtol=1e-6, atol=0)
+
+
+def test_state_of_the_wrong_length_is_refused():
+    dyn = TrainingDynamics(_mlp(), OptimizerConfig(kind="adam"), HyperSpace([]))
+    x, y = _data()
+    old_layout = dyn.init_state(dtype=F64)[:-1]  # Adam's state before the step counter was kept
+    with pytest.raises(ValueError, match=f"P={dyn.P}"):
+        dyn.step(old_layout, torch.zeros(0, dtype=F64), Batch(x, y, torch.arange(10)))
