@@ -278,16 +278,22 @@ def reverse_window_hypergradients(
     record_steps: Iterable[int] | None = None,
     *,
     chunk_size: int | None = None,
+    checkpoint: None | str = None,
 ) -> ForwardTrajectory:
     """h_{s->t} for the recorded window offsets t, by reverse mode with batched cotangents.
 
     One backward chain per recorded step would cost tau(tau+1)/2 vector-Jacobian products;
     here every chain that is alive at a step shares that step's linearization and the chains
-    are pushed together with ``vmap`` — still O(tau * len(record)) products, but batched.
-    Memory: the window's states, O(tau p), plus one cotangent per recorded step.
+    are pushed through its backward pass together (``is_grads_batched``, ``chunk_size`` chains
+    at a time) — still O(tau * len(record)) products, but batched.
+    Memory: the window's states, O(tau p), plus one cotangent per recorded step; each step's
+    graph is recomputed from its state in the backward pass. ``checkpoint='graph'`` keeps every
+    step's graph from the forward pass instead (no recomputation, memory O(tau (p + activations))).
     The result has the same layout as :func:`forward_trajectory` (``Z`` is empty).
     """
     _check_inputs(state, phi, batches)
+    if checkpoint not in (None, "graph"):
+        raise ValueError(f"checkpoint: expected None or 'graph' for the window engine, got {checkpoint!r}")
     T = len(batches)
     rec = list(range(1, T + 1)) if record_steps is None else sorted({int(r) for r in record_steps})
     if not rec:
@@ -295,31 +301,33 @@ def reverse_window_hypergradients(
     if rec[0] < 1 or rec[-1] > T:
         raise ValueError(f"record_steps must lie in 1..{T}, got {rec[0]}..{rec[-1]}")
     phi = phi.detach()
-    leaf_phi = phi.detach().requires_grad_(True)
     states = [state.detach()]
-    with torch.no_grad():
-        for batch in batches:
-            states.append(step_fn(states[-1], phi, batch))
+    graphs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for t, batch in enumerate(batches):
+        if checkpoint == "graph" and t < rec[-1]:  # no chain reaches past the last recorded step
+            # Each step's graph starts from leaves of its own, so a backward pass stops there.
+            graphs.append(_step_graph(step_fn, states[-1], phi, batch))
+            states.append(graphs[-1][2].detach())
+        else:
+            with torch.no_grad():
+                states.append(step_fn(states[-1], phi, batch))
     q = phi.numel()
     order: list[int] = []
     vals: dict[int, torch.Tensor] = {}
     rec_set = set(rec)
     Lam = torch.zeros(0, state.numel(), dtype=state.dtype, device=state.device)
     G = torch.zeros(0, q, dtype=phi.dtype, device=phi.device)
-    for t in range(T, 0, -1):
+    for t in range(rec[-1], 0, -1):
         if t in rec_set:
             lam, gp, v = _val_grads(val_fn, states[t], phi)
             order.append(t)
             vals[t] = v
             Lam = torch.cat([Lam, lam[None]])
             G = torch.cat([G, gp[None]])
-
-        if Lam.shape[0] == 0:  # no chain alive yet (only early steps recorded)
-            continue
-
-        dS, dP = _step_vjps(step_fn, states[t - 1], leaf_phi, batches[t - 1], Lam, chunk_size)
-        Lam = dS.detach()
-        G = G + dP.detach()
+        graph = graphs.pop() if graphs else _step_graph(step_fn, states[t - 1], phi, batches[t - 1])
+        dS, dP = _batched_vjp(graph, Lam, chunk_size)
+        Lam = dS
+        G = G + dP
     # ``order`` is descending in t; return ascending like forward_trajectory.
     idx = torch.tensor(list(reversed(range(len(order)))), device=G.device)
     steps = list(reversed(order))
@@ -332,28 +340,35 @@ def reverse_window_hypergradients(
     )
 
 
-def _step_vjps(
-    step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batch: Any, cotangents: torch.Tensor,
-    chunk_size: int | None,
+def _step_graph(
+    step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batch: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(state leaf, phi leaf, output) of one step, recorded for a backward pass."""
+    with torch.enable_grad():
+        s = state.detach().requires_grad_(True)
+        p = phi.detach().requires_grad_(True)
+        return s, p, step_fn(s, p, batch)
+
+
+def _batched_vjp(
+    graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor], cotangents: torch.Tensor, chunk_size: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_step_vjp` for a batch of cotangents (rows), through one recorded graph of the step.
+    """(C d step / d state, C d step / d phi) for the rows of C through one recorded step graph.
 
     The rows go through the backward pass together (``is_grads_batched``: a vmap over the
     backward graph), ``chunk_size`` rows at a time.
     """
-    with torch.enable_grad():
-        s = state.detach().requires_grad_(True)
-        out = step_fn(s, phi, batch)
-        k = cotangents.shape[0]
-        size = k if chunk_size is None else max(1, int(chunk_size))
-        parts_s, parts_p = [], []
-        for lo in range(0, k, size):
-            block = cotangents[lo : lo + size]
-            ds, dp = torch.autograd.grad(
-                out, (s, phi), block, retain_graph=lo + size < k, is_grads_batched=True, allow_unused=True
-            )
-            parts_s.append(torch.zeros_like(block) if ds is None else ds.detach())
-            parts_p.append(block.new_zeros(block.shape[0], phi.numel()) if dp is None else dp.detach())
+    s, p, out = graph
+    k = cotangents.shape[0]
+    size = k if chunk_size is None else max(1, int(chunk_size))
+    parts_s, parts_p = [], []
+    for lo in range(0, k, size):
+        block = cotangents[lo : lo + size]
+        ds, dp = torch.autograd.grad(
+            out, (s, p), block, retain_graph=lo + size < k, is_grads_batched=True, allow_unused=True
+        )
+        parts_s.append(torch.zeros_like(block) if ds is None else ds.detach())
+        parts_p.append(block.new_zeros(block.shape[0], p.numel()) if dp is None else dp.detach())
     return torch.cat(parts_s), torch.cat(parts_p)
 
 
