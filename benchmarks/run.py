@@ -522,7 +522,7 @@ def bench_hpo(sc: dict, device: torch.device, clock: str) -> list[dict[str, Any]
             s = summaries[key]
             res[key] = {**e, "time_split": s["time"], "engine": s["engine"], "q": s["q"],
                         "n_hyper_updates": s["n_hyper_updates"], "final_val_loss": s["final"].get("val_loss")}
-        glocal = {k: {"glocal_over_local": paired_ratio(times, f"glocal/{k}", "local"),
+        glocal = {str(k): {"glocal_over_local": paired_ratio(times, f"glocal/{k}", "local"),
                       "global_over_glocal": paired_ratio(times, "global", f"glocal/{k}")} for k in strides}
         rows.append({"task": task_name, "steps": h["steps"], "window": h["window"],
                      "meta_iterations": h["meta_iterations"], "repeats": h["repeats"], "strategies": res,
@@ -673,7 +673,7 @@ def render_markdown(res: dict[str, Any]) -> str:
     for r in res["hpo"]:
         st = r["strategies"]
         for k in r["record_strides"]:
-            g, rr = st[f"glocal/{k}"], r["ratios"][k]
+            g, rr = st[f"glocal/{k}"], r["ratios"][str(k)]
             gl, gg = rr["glocal_over_local"], rr["global_over_glocal"]
             lines.append(f"| {r['task']} | {g['q']} | {r['steps']} | {r['window']} | {st['fixed']['median_s']:.2f} | "
                          f"{st['local']['median_s']:.2f} ({st['local']['engine']}) | "

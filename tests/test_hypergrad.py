@@ -63,10 +63,12 @@ def test_engines_agree_all_hyperparameters(problem_factory, relerr, model_kind, 
     # every coordinate on its own (absolute, scaled by the overall size)
     assert float((h - fd).abs().max()) <= TOL * float(torch.linalg.norm(fd))
 
-    win = reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches)
-    assert win.steps == fwd.steps
-    for k in range(T):
-        assert relerr(win.h[k], fwd.h[k]) <= TOL, f"window step {k + 1}"
+    for ckpt in (None, "graph"):
+        win = reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, checkpoint=ckpt)
+        assert win.steps == fwd.steps
+        for k in range(T):
+            assert relerr(win.h[k], fwd.h[k]) <= TOL, f"window step {k + 1}, checkpoint={ckpt!r}"
+        torch.testing.assert_close(win.final_state, fwd.final_state, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("opt_kind", OPTIMIZERS)
@@ -82,9 +84,13 @@ def test_prefix_windows_and_record(problem_factory, relerr, opt_kind):
     sub = forward_trajectory(dyn.step, val_fn, s, phi, batches, record=[2, 5], chunk_size=3)
     assert sub.steps == [2, 5]
     assert relerr(sub.h[0], fwd.h[1]) <= 1e-12 and relerr(sub.h[1], fwd.h[4]) <= 1e-12
-    rsub = reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [5, 2])
-    assert rsub.steps == [2, 5]
-    assert relerr(rsub.h[0], fwd.h[1]) <= TOL and relerr(rsub.h[1], fwd.h[4]) <= TOL
+    for ckpt in (None, "graph"):
+        rsub = reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [5, 2], checkpoint=ckpt,
+                                             chunk_size=1)
+        assert rsub.steps == [2, 5]
+        assert relerr(rsub.h[0], fwd.h[1]) <= TOL and relerr(rsub.h[1], fwd.h[4]) <= TOL
+        # the last recorded step (5) is before the window's end (6): the final state is still theta_{s+6}
+        torch.testing.assert_close(rsub.final_state, fwd.final_state, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("opt_kind", OPTIMIZERS)
@@ -164,6 +170,8 @@ def test_engines_reject_bad_inputs(problem_factory):
         forward_trajectory(dyn.step, val_fn, s, phi, batches, record=[4])
     with pytest.raises(ValueError, match="record_steps"):
         reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [0])
+    with pytest.raises(ValueError, match="checkpoint"):
+        reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, checkpoint="sqrt")
 
 
 # ---------------------------------------------------------------------------- IFT limit
