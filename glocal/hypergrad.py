@@ -14,8 +14,12 @@ the window's batches. The hypergradient over the window s -> t is
 * :func:`reverse_hypergradient` — unrolled reverse mode for one h_{s->T}; memory O(T p), or
   O(sqrt(T) p) with checkpointing.
 * :func:`reverse_window_hypergradients` — reverse mode for a chosen subset of the h_{s->t},
-  all cotangent chains batched with ``vmap`` (cheap when q is large).
+  one backward chain per recorded step (cheap when q is large).
 * :func:`finite_difference_hypergradient` — central differences, for checks.
+
+Forward mode differentiates the step with ``torch.func`` (``jvp`` under ``vmap``); the reverse
+engines use plain ``torch.autograd`` (``grad``, second order where the step needs it), whose
+per-call overhead is about half that of the ``torch.func`` transforms on a small model.
 """
 
 from __future__ import annotations
@@ -219,7 +223,7 @@ def reverse_hypergradient(
 
     ``checkpoint='graph'`` instead keeps the autograd graph of the whole forward pass (as
     ``higher`` and ``torchopt`` do) and runs one backward pass through it: no recomputation,
-    about half the time of the default, but the memory of every step's activations and
+    about 0.6x the time of the default, but the memory of every step's activations and
     double-backward buffers, O(T (p + activations)).
     """
     _check_inputs(state, phi, batches)
@@ -280,15 +284,15 @@ def reverse_window_hypergradients(
     chunk_size: int | None = None,
     checkpoint: None | str = None,
 ) -> ForwardTrajectory:
-    """h_{s->t} for the recorded window offsets t, by reverse mode with batched cotangents.
+    """h_{s->t} for the recorded window offsets t, by reverse mode: one backward chain per recorded step.
 
-    One backward chain per recorded step would cost tau(tau+1)/2 vector-Jacobian products;
-    here every chain that is alive at a step shares that step's linearization and the chains
-    are pushed through its backward pass together (``is_grads_batched``, ``chunk_size`` chains
-    at a time) — still O(tau * len(record)) products, but batched.
-    Memory: the window's states, O(tau p), plus one cotangent per recorded step; each step's
-    graph is recomputed from its state in the backward pass. ``checkpoint='graph'`` keeps every
-    step's graph from the forward pass instead (no recomputation, memory O(tau (p + activations))).
+    The chains cost the sum of the recorded offsets in vector-Jacobian products (tau(tau+1)/2
+    when every step is recorded). By default the forward pass stores the window's states,
+    O(tau p), and each step's graph is recomputed in the backward pass, where every chain alive
+    at that step goes through it together (``is_grads_batched``, ``chunk_size`` chains at a
+    time). ``checkpoint='graph'`` keeps the forward pass's graph instead (no recomputation,
+    memory O(tau (p + activations))) and runs one backward pass per recorded step through it,
+    which measured faster than batching the chains (benchmarks/README.md).
     The result has the same layout as :func:`forward_trajectory` (``Z`` is empty).
     """
     _check_inputs(state, phi, batches)
@@ -300,32 +304,27 @@ def reverse_window_hypergradients(
         raise ValueError("record_steps is empty: nothing to return")
     if rec[0] < 1 or rec[-1] > T:
         raise ValueError(f"record_steps must lie in 1..{T}, got {rec[0]}..{rec[-1]}")
+    if checkpoint == "graph":
+        return _window_through_graph(step_fn, val_fn, state, phi, batches, rec)
     phi = phi.detach()
     states = [state.detach()]
-    graphs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    for t, batch in enumerate(batches):
-        if checkpoint == "graph" and t < rec[-1]:  # no chain reaches past the last recorded step
-            # Each step's graph starts from leaves of its own, so a backward pass stops there.
-            graphs.append(_step_graph(step_fn, states[-1], phi, batch))
-            states.append(graphs[-1][2].detach())
-        else:
-            with torch.no_grad():
-                states.append(step_fn(states[-1], phi, batch))
+    with torch.no_grad():
+        for batch in batches:
+            states.append(step_fn(states[-1], phi, batch))
     q = phi.numel()
     order: list[int] = []
     vals: dict[int, torch.Tensor] = {}
     rec_set = set(rec)
     Lam = torch.zeros(0, state.numel(), dtype=state.dtype, device=state.device)
     G = torch.zeros(0, q, dtype=phi.dtype, device=phi.device)
-    for t in range(rec[-1], 0, -1):
+    for t in range(rec[-1], 0, -1):  # no chain reaches past the last recorded step
         if t in rec_set:
             lam, gp, v = _val_grads(val_fn, states[t], phi)
             order.append(t)
             vals[t] = v
             Lam = torch.cat([Lam, lam[None]])
             G = torch.cat([G, gp[None]])
-        graph = graphs.pop() if graphs else _step_graph(step_fn, states[t - 1], phi, batches[t - 1])
-        dS, dP = _batched_vjp(graph, Lam, chunk_size)
+        dS, dP = _batched_vjp(_step_graph(step_fn, states[t - 1], phi, batches[t - 1]), Lam, chunk_size)
         Lam = dS
         G = G + dP
     # ``order`` is descending in t; return ascending like forward_trajectory.
@@ -337,6 +336,35 @@ def reverse_window_hypergradients(
         final_state=states[-1],
         Z=torch.zeros(0, dtype=state.dtype, device=state.device),
         val_losses=torch.stack([vals[t] for t in steps]),
+    )
+
+
+def _window_through_graph(
+    step_fn: StepFn, val_fn: ValFn, state: torch.Tensor, phi: torch.Tensor, batches: Sequence[Any], rec: list[int]
+) -> ForwardTrajectory:
+    """``reverse_window_hypergradients(..., checkpoint='graph')``: one backward pass per recorded step."""
+    p = phi.detach().requires_grad_(True)
+    s = state.detach()
+    vals = []
+    with torch.enable_grad():
+        for t, batch in enumerate(batches[: rec[-1]], start=1):
+            s = step_fn(s, p, batch)
+            if t == rec[len(vals)]:
+                vals.append(val_fn(s, p))
+        # Shortest chain first; the last (longest) backward pass frees the graph.
+        grads = [torch.autograd.grad(v, p, retain_graph=k + 1 < len(vals), allow_unused=True)[0]
+                 for k, v in enumerate(vals)]
+    s = s.detach()
+    with torch.no_grad():
+        for batch in batches[rec[-1] :]:
+            s = step_fn(s, phi.detach(), batch)
+    h = torch.stack([torch.zeros_like(p) if g is None else g for g in grads]).detach()
+    return ForwardTrajectory(
+        h=h,
+        steps=rec,
+        final_state=s,
+        Z=torch.zeros(0, dtype=state.dtype, device=state.device),
+        val_losses=torch.stack([v.detach() for v in vals]),
     )
 
 
