@@ -10,7 +10,9 @@ and writes
 * ``summary.md`` — per task a table for every (batch mode, window start): rows tau, columns
   estimators (cells: relative error, and the ratio to local in parentheses), and one computed
   sentence per estimator saying at which tau it beats local and at which it does not;
-* ``summary.json`` — the same verdicts in machine-readable form.
+* ``summary.json`` — the same verdicts in machine-readable form;
+* ``pydmd_comparison.csv`` — when the extraction ran the PyDMD peer: our default fit against the
+  best fixed PyDMD setting, row by row (and a section of ``summary.md`` saying where ours is worse).
 """
 
 from __future__ import annotations
@@ -183,6 +185,11 @@ def analyze(extract_dirs: list[str | Path], out: str | Path, *, config: dict[str
                                   else "above the floor at every tau."))
             md += [f"In this setting ({mode}, s = {s}): " + " ".join(sentences), ""]
         summary["tasks"][task] = tsum
+    peer_rows, peer_md, peer_summary = _peer_comparison(agg)
+    if peer_rows:
+        atomic_write_csv(out / "pydmd_comparison.csv", peer_rows, PEER_COLUMNS)
+        md += peer_md
+        summary["pydmd"] = peer_summary
     atomic_write_text(out / "summary.md", "\n".join(md) + "\n")
     summary["n_rows"] = len(rows)
     summary["extract_dirs"] = [str(d) for d in extract_dirs]
@@ -190,6 +197,65 @@ def analyze(extract_dirs: list[str | Path], out: str | Path, *, config: dict[str
         summary["config"] = config
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+PEER_COLUMNS = ["task", "estimator", "setting", "window_start", "tau", "ours", "peer_setting", "peer", "ratio",
+                "ours_worse"]
+#: Ours counts as worse than the peer only beyond this relative margin (ties are not losses).
+PEER_MARGIN = 0.02
+
+
+def _peer_comparison(agg: dict[tuple, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str], dict[str, Any]]:
+    """Our default fit against the best *fixed* PyDMD setting, row by row (``<estimator>+pydmd*`` rows).
+
+    For each task and estimator the PyDMD setting with the lowest mean log relative error over
+    all rows (batch modes, window starts, tau) is the peer; a row counts against us when our
+    error exceeds the peer's by more than ``PEER_MARGIN``.
+    """
+    out_rows: list[dict[str, Any]] = []
+    md: list[str] = []
+    summary: dict[str, Any] = {}
+    keys = {(k[0], k[5].split("+")[0]) for k in agg if "+pydmd" in k[5]}
+    for task, est in sorted(keys):
+        peers = sorted({k[5] for k in agg if k[0] == task and k[5].startswith(est + "+pydmd")})
+        rows = sorted({k[:5] for k in agg if k[0] == task and k[5] == est})
+
+        def mean_log(name: str, rows: list[tuple] = rows) -> float:
+            vals = [agg[r + (name,)]["rel_error"] for r in rows if r + (name,) in agg]
+            vals = [math.log(max(v, 1e-300)) for v in vals if math.isfinite(v)]
+            return sum(vals) / len(vals) if vals else float("inf")
+
+        best = min(peers, key=mean_log)
+        worse = []
+        for r in rows:
+            if r + (best,) not in agg:
+                continue
+            ours, peer = agg[r + (est,)]["rel_error"], agg[r + (best,)]["rel_error"]
+            ratio = ours / peer if peer > 0 else float("nan")
+            bad = bool(math.isfinite(ratio) and ratio > 1 + PEER_MARGIN)
+            out_rows.append({"task": task, "estimator": est, "setting": r[1], "window_start": r[3], "tau": r[4],
+                             "ours": ours, "peer_setting": best.split("+", 1)[1], "peer": peer, "ratio": ratio,
+                             "ours_worse": int(bad)})
+            if bad:
+                worse.append((r[1], r[3], r[4], ours, peer))
+        n = sum(1 for x in out_rows if x["task"] == task and x["estimator"] == est)
+        summary.setdefault(task, {})[est] = {"peer_setting": best.split("+", 1)[1], "rows": n,
+                                             "ours_worse_rows": len(worse),
+                                             "geo_mean_ratio": math.exp(mean_log(est) - mean_log(best))}
+        if not md:
+            md += ["## Against PyDMD (DMDc with a constant input)", "",
+                   f"Our default fit (`{est}`) against the best fixed PyDMD setting (lowest mean log error over "
+                   f"the task's rows), row by row; a row counts against us when our error is more than "
+                   f"{PEER_MARGIN:.0%} above the peer's.", ""]
+        line = (f"- `{task}`, `{est}`: peer `{best.split('+', 1)[1]}`; geometric-mean error ratio ours/peer "
+                f"{_fmt(summary[task][est]['geo_mean_ratio'], 3)}; ours at least as good on {n - len(worse)} of {n} rows")
+        if worse:
+            line += "; worse on " + ", ".join(f"{st} s={s0} tau={t} ({_fmt(o)} vs {_fmt(p_)})"
+                                              for st, s0, t, o, p_ in worse)
+        md.append(line + ".")
+    if md:
+        md.append("")
+    return out_rows, md, summary
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        # Bad input: one clear line naming the key, file or value, no traceback.
+    except (ValueError, KeyError, OSError) as exc:
+        # Bad input, or an output that cannot be written (no space, no permission, a locked run
+        # directory): one clear line naming the key, file or value, no traceback.
         print(f"glocal {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -3,6 +3,10 @@
 The schema is ``workflow/schemas/config.schema.yaml`` (the Snakefile validates with it); the
 package carries an identical copy, ``glocal/config.schema.yaml``, so the command line
 validates the same way when the package is installed without the workflow.
+
+Checks across keys that a JSON schema cannot express (:func:`check_config`, :func:`check_run`)
+live here too. The Snakefile loads this file by path to run them at parse time, from an
+environment that may lack torch: keep its imports to the standard library, jsonschema and yaml.
 """
 
 from __future__ import annotations
@@ -15,7 +19,22 @@ from typing import Any
 import jsonschema
 import yaml
 
-__all__ = ["load_config", "validate_config", "schema_path", "task_config", "strategy_options", "ConfigError"]
+__all__ = [
+    "load_config",
+    "validate_config",
+    "schema_path",
+    "task_config",
+    "strategy_options",
+    "check_config",
+    "check_run",
+    "check_data",
+    "ConfigError",
+    "WINDOWED_STRATEGIES",
+]
+
+#: Strategies that update phi at the end of every window of ``strategy_options.<name>.window`` steps
+#: (``hd``'s window is always 1; ``local``'s defaults to ``glocal``'s).
+WINDOWED_STRATEGIES = ("hd", "local", "glocal")
 
 
 class ConfigError(ValueError):
@@ -106,6 +125,8 @@ def task_config(config: Mapping[str, Any], task: str) -> dict[str, Any]:
 def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[str, Any]:
     """Options of ``strategy`` for ``task``: top-level defaults merged with the task's overrides.
 
+    ``hd`` always has window 1; a ``local`` window left null is ``glocal``'s window for the task.
+
     The outer-optimizer settings are merged in under ``outer``: ``strategy_options.outer``, then
     ``tasks.<task>.strategy_options.outer``, then the strategy's own ``outer`` at either level.
     """
@@ -118,4 +139,69 @@ def strategy_options(config: Mapping[str, Any], task: str, strategy: str) -> dic
                   over.get(strategy, {}).get("outer")):
         outer = _deep_merge(outer, layer or {})
     opts["outer"] = outer
+    if strategy == "hd":
+        opts["window"] = 1
+    elif strategy == "local" and opts.get("window") is None:
+        # The paper's local baseline: the same window as glocal, so the two differ only in the estimate.
+        opts["window"] = strategy_options(config, task, "glocal").get("window")
     return opts
+
+
+# ---------------------------------------------------------------------------- checks across keys
+def check_data(config: Mapping[str, Any]) -> None:
+    """The dataset's directory exists (MNIST, CIFAR-10); :class:`ConfigError` naming ``data.root`` otherwise."""
+    data = config.get("data") or {}
+    name = data.get("name", "digits")
+    if name == "digits":
+        return
+    root = data.get("root")
+    if not root:
+        raise ConfigError(f"data.root: dataset {name!r} reads local files; set data.root to their directory")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        what = "exists but is not a directory" if path.exists() else "does not exist"
+        raise ConfigError(f"data.root: the {name} directory {str(path)!r} {what}; set data.root to the directory "
+                          f"holding the {name} files")
+
+
+def _window(config: Mapping[str, Any], task: str, strategy: str) -> tuple[Any, str]:
+    """The window of a windowed strategy on ``task`` and the key that set it."""
+    over = ((task_config(config, task).get("strategy_options") or {}).get(strategy) or {})
+    if over.get("window") is not None:
+        return over["window"], f"tasks.{task}.strategy_options.{strategy}.window"
+    top = ((config.get("strategy_options") or {}).get(strategy) or {})
+    if strategy == "local" and top.get("window") is None:  # inherits glocal's
+        window, key = _window(config, task, "glocal")
+        return window, f"{key} (local's window is glocal's unless set)"
+    return top.get("window"), f"strategy_options.{strategy}.window"
+
+
+def check_run(config: Mapping[str, Any], task: str, strategy: str) -> None:
+    """Checks of one run (task x strategy) across keys; :class:`ConfigError` naming the key.
+
+    * the data directory exists (:func:`check_data`);
+    * a ``local`` or ``glocal`` window is shorter than the task's ``steps``: phi is updated at the end
+      of each window, so a window as long as the run would report tuned hyperparameters that
+      training never used.
+    """
+    check_data(config)
+    if strategy not in WINDOWED_STRATEGIES:
+        return
+    tcfg = task_config(config, task)
+    window, key = _window(config, task, strategy)
+    steps = tcfg.get("steps")
+    if isinstance(window, int) and isinstance(steps, int) and window >= steps:
+        raise ConfigError(
+            f"{key}: the window ({window} steps) must be shorter than the run (tasks.{task}.steps = {steps}): "
+            "hyperparameters are updated at the end of each window, so no update would ever be used"
+        )
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """:func:`check_run` for every run the config asks for (enabled tasks x ``strategies``)."""
+    check_data(config)
+    for task, tcfg in (config.get("tasks") or {}).items():
+        if not (tcfg or {}).get("enabled", True):
+            continue
+        for strategy in config.get("strategies") or ():
+            check_run(config, task, strategy)

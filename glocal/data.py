@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
+import pickletools
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["DataSplits", "load_dataset", "flip_labels", "DATASETS", "RestrictedUnpickler"]
+__all__ = ["DataSplits", "load_dataset", "flip_labels", "read_idx", "DATASETS", "RestrictedUnpickler", "UnsafePickleError"]
 
 DATASETS = ("digits", "mnist", "cifar10")
 
@@ -38,6 +41,11 @@ _MNIST_FILES = {
 }
 _IDX_IMAGES_MAGIC = 2051
 _IDX_LABELS_MAGIC = 2049
+#: Largest IDX payload read (bytes). MNIST's largest file holds 47 MB, EMNIST's 550 MB; a header
+#: declaring more is refused before anything is decompressed (a gzip bomb declares a lot, or holds
+#: more than it declares: both are caught before the stream is read past the declared size).
+MAX_IDX_BYTES = 2**31
+_N_CLASSES = 10
 
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
@@ -220,41 +228,67 @@ def _find_file(root: Path, name: str, source: str) -> Path:
     raise _missing(root / name, f"file (or {name}.gz)", source)
 
 
-def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
+def _read_exact(fh, n: int, path: Path, what: str) -> bytes:
+    data = fh.read(n)
+    if len(data) != n:
+        raise ValueError(f"{path}: truncated: {what} needs {n} bytes, the file holds {len(data)}; "
+                         "download the file again")
+    return data
+
+
+def read_idx(path: str | Path, expected_magic: int | None = None, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """Read an IDX file (optionally ``.gz``) into a numpy array.
 
-    Only the unsigned-byte type (0x08) is supported. A wrong magic number, an
-    unsupported type or a truncated file raises ``ValueError`` naming the file.
+    Only the unsigned-byte type (0x08) is supported. The header's dimensions are checked against
+    ``max_bytes`` and the data is read up to the declared size and one byte more, never further,
+    so a gzip bomb costs nothing. A wrong magic number, an unsupported type, a truncated file, a
+    file with more data than its header declares, or a damaged gzip stream raises ``ValueError``
+    naming the file.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
-    if len(raw) < 4:
-        raise ValueError(f"{path}: too short to be an IDX file")
-    magic = int.from_bytes(raw[:4], "big")
-    if expected_magic is not None and magic != expected_magic:
-        raise ValueError(
-            f"{path}: bad IDX magic number {magic} (expected {expected_magic}); not an MNIST IDX file?"
-        )
-    if raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path}: unsupported IDX header (magic {magic}); only unsigned bytes supported")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    size = int(np.prod(dims)) if dims else 1
-    if len(raw) - header != size:
-        raise ValueError(f"{path}: IDX payload has {len(raw) - header} bytes, dims {dims} need {size}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+    gz = path.suffix == ".gz"
+    try:
+        with (gzip.open if gz else open)(path, "rb") as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise ValueError(f"{path}: too short to be an IDX file ({len(head)} bytes)")
+            magic = int.from_bytes(head, "big")
+            if expected_magic is not None and magic != expected_magic:
+                raise ValueError(
+                    f"{path}: bad IDX magic number {magic} (expected {expected_magic}); not an MNIST IDX file?"
+                )
+            if head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise ValueError(f"{path}: unsupported IDX header (magic {magic}); only unsigned bytes supported")
+            ndim = head[3]
+            dims = tuple(int(d) for d in np.frombuffer(_read_exact(fh, 4 * ndim, path, "the IDX header"), dtype=">u4"))
+            size = int(np.prod(dims, dtype=object)) if dims else 1
+            if size > max_bytes:
+                raise ValueError(f"{path}: its header declares dims {dims}, {size} bytes, more than the "
+                                 f"{max_bytes} an IDX file may hold here; not an MNIST file (a decompression bomb?)")
+            if not gz:
+                actual = os.fstat(fh.fileno()).st_size - 4 - 4 * ndim
+                if actual != size:
+                    raise ValueError(f"{path}: IDX payload has {actual} bytes, dims {dims} need {size}; "
+                                     "download the file again")
+            payload = _read_exact(fh, size, path, f"dims {dims}")
+            if fh.read(1):
+                raise ValueError(f"{path}: holds more data than its header declares (dims {dims}, {size} bytes); "
+                                 "not an MNIST IDX file (a decompression bomb?); reading stopped there")
+    except gzip.BadGzipFile as exc:
+        raise ValueError(f"{path}: not a valid gzip file ({exc}); download it again, or drop the .gz suffix "
+                         "if the file is not compressed") from None
+    except EOFError:
+        raise ValueError(f"{path}: the gzip stream is truncated (an interrupted download?); download it again") from None
+    except zlib.error as exc:
+        raise ValueError(f"{path}: damaged gzip data ({exc}); download it again") from None
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims).copy()
 
 
 def _load_mnist_raw(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     source = f"MNIST IDX files come from {MNIST_URL}"
     if not root.is_dir():
         raise _missing(root, "MNIST directory", source)
-    out = {}
+    out, paths = {}, {}
     for key, fname in _MNIST_FILES.items():
         path = _find_file(root, fname, source)
         magic = _IDX_IMAGES_MAGIC if key.endswith("images") else _IDX_LABELS_MAGIC
@@ -263,13 +297,24 @@ def _load_mnist_raw(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
             raise ValueError(f"{path}: expected a 3-D image array, got shape {arr.shape}")
         if key.endswith("labels") and arr.ndim != 1:
             raise ValueError(f"{path}: expected a 1-D label array, got shape {arr.shape}")
-        out[key] = arr
+        if key.endswith("images") and arr.shape[0] == 0:
+            raise ValueError(f"{path}: holds no images; download the file again ({source})")
+        if key.endswith("labels") and arr.size and arr.max() >= _N_CLASSES:
+            i = int(np.argmax(arr >= _N_CLASSES))
+            raise ValueError(f"{path}: label {int(arr[i])} (example {i}) lies outside 0..{_N_CLASSES - 1}; "
+                             f"not an MNIST label file, or a damaged one: download it again ({source})")
+        out[key], paths[key] = arr, path
     for part in ("train", "test"):
         if len(out[f"{part}_images"]) != len(out[f"{part}_labels"]):
             raise ValueError(
                 f"MNIST {part}: {len(out[f'{part}_images'])} images but "
                 f"{len(out[f'{part}_labels'])} labels in {root}"
             )
+    tr, te = out["train_images"].shape[1:], out["test_images"].shape[1:]
+    if tr != te:
+        raise ValueError(f"MNIST: the training images ({paths['train_images']}) are {tr[0]}x{tr[1]} but the test "
+                         f"images ({paths['test_images']}) are {te[0]}x{te[1]}; both files must come from the same "
+                         f"dataset ({source})")
     return out["train_images"], out["train_labels"], out["test_images"], out["test_labels"]
 
 
@@ -277,11 +322,17 @@ def _load_mnist_raw(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 # CIFAR-10 (restricted pickle)
 
 
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle that asks for a global outside :attr:`RestrictedUnpickler.ALLOWED` (never called)."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler admitting only the globals a genuine CIFAR-10 batch needs.
 
-    Anything else (``os.system``, ``builtins.eval``, ...) raises
-    ``pickle.UnpicklingError`` naming the refused global, before it is called.
+    Anything else (``os.system``, ``builtins.eval``, ...) raises :class:`UnsafePickleError`
+    (a ``pickle.UnpicklingError``) naming the refused global, before it is called. Admitted: numpy's
+    array and scalar reconstruction (protocol 2, as the original files, and protocol 5, as numpy
+    writes a re-pickled batch) and ``_codecs.encode`` (bytes in protocol-2 pickles of Python 3).
     """
 
     ALLOWED = frozenset(
@@ -292,6 +343,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             ("numpy", "dtype"),
             ("numpy.core.multiarray", "scalar"),
             ("numpy._core.multiarray", "scalar"),
+            # protocol 5: numpy pickles an array as _frombuffer(PickleBuffer, dtype, shape, order)
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
             # protocol-2 pickles written by Python 3 encode bytes via _codecs.encode
             ("_codecs", "encode"),
         }
@@ -300,23 +354,43 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: D102
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused global '{module}.{name}' in a CIFAR-10 batch")
+        raise UnsafePickleError(f"refused global '{module}.{name}' in a CIFAR-10 batch")
 
 
 def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    source = f'CIFAR-10 "python version" batches come from {CIFAR10_URL}'
     with open(path, "rb") as fh:
         raw = fh.read()
-    obj = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    if not raw:
+        raise ValueError(f"{path}: empty file, not a CIFAR-10 batch; download it again ({source})")
+    # Walk the opcodes first: a truncated or garbage file, or a length that the file does not hold
+    # (a declared 2**62-byte string), fails here, before the unpickler allocates anything.
+    try:
+        for _ in pickletools.genops(raw):
+            pass
+    except Exception as exc:  # noqa: BLE001 - pickletools raises ValueError, but also others on garbage
+        raise ValueError(f"{path}: not a complete pickle ({exc}); truncated or not a CIFAR-10 python batch: "
+                         f"download it again ({source})") from None
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{path}: {exc}; the file was not loaded (nothing in it was run)") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged pickle makes the admitted globals raise
+        raise ValueError(f"{path}: cannot be read as a CIFAR-10 batch ({type(exc).__name__}: {exc}); "
+                         f"download it again ({source})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: not a CIFAR-10 batch (unpickled a {type(obj).__name__})")
     data = obj.get(b"data", obj.get("data"))
     labels = obj.get(b"labels", obj.get("labels"))
     if data is None or labels is None:
         raise ValueError(f"{path}: CIFAR-10 batch lacks 'data' or 'labels'")
-    data = np.asarray(data)
-    labels = np.asarray(labels, dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: expected uint8 data of shape (N, 3072), got {data.dtype} {data.shape}")
+    try:
+        data = np.asarray(data)
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{path}: CIFAR-10 batch with unreadable data or labels ({exc})") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] == 0:
+        raise ValueError(f"{path}: expected uint8 data of shape (N, 3072), N > 0, got {data.dtype} {data.shape}")
     if labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
         raise ValueError(f"{path}: labels do not match the data (shape {labels.shape}) or lie outside 0..9")
     return data.reshape(-1, 3, 32, 32), labels

@@ -28,6 +28,7 @@ import io
 import math
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ __all__ = [
     "extract_engine",
     "modal_tail_bound",
     "moving_average",
+    "pydmd_dmdc_estimate",
+    "PYDMD_SETTINGS",
     "ESTIMATE_COLUMNS",
     "SPECTRA_COLUMNS",
     "NOISE_COLUMNS",
@@ -62,8 +65,8 @@ __all__ = [
 
 ESTIMATE_COLUMNS = [
     "task", "setting", "batch_size", "window_start", "realization", "tau", "estimator", "rel_error", "cosine",
-    "norm", "target_norm", "fallback", "reason", "rank", "condition_number", "spectral_radius", "bound",
-    "bound_abs", "residual",
+    "norm", "target_norm", "fallback", "reason", "degenerate", "growing", "rank", "condition_number",
+    "spectral_radius", "bound", "bound_abs", "residual",
 ]
 SPECTRA_COLUMNS = ["task", "setting", "window_start", "batch_size", "realization", "tau", "estimator", "re", "im"]
 NOISE_COLUMNS = [
@@ -101,18 +104,84 @@ def moving_average(traj: torch.Tensor, window: int) -> torch.Tensor:
     return (c[w:] - c[:-w]) / w
 
 
+#: The PyDMD peer settings offered as extraction variants: (svd_rank, svd_rank_omega) of DMDc.
+PYDMD_SETTINGS = {"pydmd": (-1, -1), "pydmd_oht": (0, 0)}
+
+
+def pydmd_dmdc_estimate(traj: torch.Tensor, estimators: list[str], steps_ahead: int, *, svd_rank: float = -1,
+                        svd_rank_omega: float = -1, delay: int = 1) -> dict[str, tuple[torch.Tensor, bool]]:
+    """The peer: PyDMD's ``DMDc`` operator with a constant input u = 1 (B unknown) on the same delay vectors.
+
+    The model x_{t+1} = A x_t + B u with u = 1 is the project's affine model; PyDMD reduces it on
+    the left singular vectors U_r of the shifted snapshots (``svd_rank``) after a truncated SVD of
+    [X; U] (``svd_rank_omega``; -1: none, 0: optimal hard threshold, a float: energy). ``limit`` is
+    its fixed point U_r (I - A~)^{-1} B~; ``horizon`` iterates it ``steps_ahead`` steps from the last
+    snapshot with eigenvalues of modulus > 1 frozen on the unit circle about that fixed point, as
+    ours. Only PyDMD's operator is computed (``DMDBUnknownOperator.compute_operator``, what
+    ``DMDc.fit`` does before its amplitude fit, which the estimates do not use), once for all
+    ``estimators``. The trajectory is divided by its largest row norm first (PyDMD's rank rules
+    compare the data with the row of ones). Returns {estimator: (estimate, fell back)}: an estimate
+    that is not finite or is larger than 10x the largest observed norm is replaced by the local
+    one, as our norm guard does. Needs the optional ``pydmd`` package (``pip install glocal[peers]``).
+    """
+    try:
+        from pydmd.dmdc import DMDBUnknownOperator
+    except ImportError as err:
+        raise ImportError("the PyDMD peer needs the optional package pydmd: pip install 'glocal[peers]'") from err
+
+    H = traj.detach().cpu().to(torch.float64).numpy()
+    tau, q = H.shape
+    scale = float(np.linalg.norm(H, axis=1).max())
+    local = traj[-1].detach().cpu().to(torch.float64)
+    m = tau - delay + 1
+    if scale == 0 or m < 3:
+        return {e: (local, True) for e in estimators}
+    G = np.stack([(H[j : j + delay] / scale).reshape(-1) for j in range(m)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        op = DMDBUnknownOperator(svd_rank=svd_rank, svd_rank_omega=svd_rank_omega, tlsq_rank=0)
+        Ur, B = op.compute_operator(G[:, :-1], G[:, 1:], np.ones((1, m - 1)))
+    At = op.as_numpy_array
+    Bt = Ur.T @ B[:, 0]
+    r = At.shape[0]
+    out: dict[str, tuple[torch.Tensor, bool]] = {}
+    with np.errstate(all="ignore"):
+        try:
+            zstar = np.linalg.solve(np.eye(r) - At, Bt)
+        except np.linalg.LinAlgError:
+            return {e: (local, True) for e in estimators}
+        for est in estimators:
+            if est == "limit":
+                z = zstar
+            else:
+                lam, V = np.linalg.eig(At)
+                mod = np.abs(lam)
+                Ac = At
+                if (mod > 1).any():
+                    try:
+                        Ac = (V @ np.diag(np.where(mod > 1, lam / mod, lam)) @ np.linalg.inv(V)).real
+                    except np.linalg.LinAlgError:
+                        out[est] = (local, True)
+                        continue
+                z = zstar + np.linalg.matrix_power(Ac, int(steps_ahead)) @ (Ur.T @ G[:, -1] - zstar)
+            value = scale * (Ur @ z)[-q:]
+            ok = bool(np.all(np.isfinite(value)) and np.linalg.norm(value) <= 10.0 * scale)
+            out[est] = (torch.as_tensor(value), False) if ok else (local, True)
+    return out
+
+
 def modal_tail_bound(traj: torch.Tensor, steps_ahead: int, *, delay: int = 1, rank: int | None = None,
                      energy: float | None = None) -> float:
     """The fitted modes' tail: sum_j |b_j| * ||g^dagger v_j|| * |lambda_j|^steps_ahead.
 
-    Fit the Hankel-DMD model y_{t+1} = A y_t + c (POD coordinates) to ``traj``; take its fixed
-    point y* = (I - A)^{-1} c; decompose the last snapshot's deviation y_tau - y* = V b in the
-    eigenvectors v_j of A (eigenvalues lambda_j); map each mode back to a hypergradient by the
-    POD basis and the last delay block (g^dagger). The model's own h_{tau + n} - h_limit is
-    sum_j b_j lambda_j^n g^dagger v_j, so the returned number bounds the model-predicted
-    distance between the ``limit`` estimate and h_T when n = steps_ahead = T - tau (DESIGN.md
-    section 2). NaN when the fit has rank 0, I - A is singular, or A is not diagonalizable
-    to working precision.
+    Fit the Hankel-DMD model y_{t+1} = A y_t + c (POD coordinates of the centred, scaled delay
+    vectors) to ``traj``; take its fixed point y* = (I - A)^{-1} c; decompose the last snapshot's
+    deviation y_tau - y* = V b in the eigenvectors v_j of A (eigenvalues lambda_j); map each mode
+    back to a hypergradient by the POD basis, the scale and the last delay block (g^dagger).
+    The model's own h_{tau + n} - h_limit is sum_j b_j lambda_j^n g^dagger v_j, so the returned
+    number bounds the model-predicted distance between the ``limit`` estimate and h_T when
+    n = steps_ahead = T - tau (docs/design.md, section 2). NaN when the fit has rank 0, I - A is
+    singular, or A is not diagonalizable to working precision.
     """
     try:
         fit = hankel_dmd(traj, delay=delay, rank=rank, energy=energy)
@@ -120,18 +189,15 @@ def modal_tail_bound(traj: torch.Tensor, steps_ahead: int, *, delay: int = 1, ra
         return float("nan")
     if fit.rank < 1 or fit.n_snapshots < 3:
         return float("nan")
-    A = fit.A.to(torch.float64)
-    r = fit.rank
-    eye = torch.eye(r, dtype=A.dtype)
+    A = fit.A
+    eye = torch.eye(fit.rank, dtype=A.dtype, device=A.device)
     try:
-        ystar = torch.linalg.solve(eye - A, fit.c.to(torch.float64))
+        ystar = torch.linalg.solve(eye - A, fit.c)
         lam, V = torch.linalg.eig(A)
-        y_last = fit.U.T.to(torch.float64) @ fit.last.to(torch.float64)
-        b = torch.linalg.solve(V, (y_last - ystar).to(torch.complex128))
+        b = torch.linalg.solve(V, (fit.last - ystar).to(V.dtype))
     except RuntimeError:  # singular
         return float("nan")
-    modes = fit.U.to(torch.complex128) @ V  # columns g = U v_j
-    mode_norms = torch.linalg.norm(modes[-fit.q:], dim=0)
+    mode_norms = torch.stack([torch.linalg.norm(fit.direction(V[:, j])) for j in range(V.shape[1])])
     terms = b.abs() * mode_norms * lam.abs() ** int(steps_ahead)
     val = float(terms.sum().real) if terms.is_complex() else float(terms.sum())
     return val if math.isfinite(val) else float("nan")
@@ -177,6 +243,17 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
     K = int(ecfg["n_batch_orders"])
     delay, rank, energy = int(ecfg.get("delay", 1)), ecfg.get("rank"), ecfg.get("energy")
     max_cond, max_ratio = float(ecfg.get("max_condition", 1e8)), float(ecfg.get("max_norm_ratio", 10.0))
+    fit_opts = {"rank_rule": ecfg.get("rank_rule", "full"),
+                "max_growing_share": float(ecfg.get("max_growing_share", 0.5))}
+    skipped: dict[str, str] = {}
+    peers = [v for v in variants if v in PYDMD_SETTINGS]
+    if peers:
+        try:
+            import pydmd  # noqa: F401
+        except ImportError:
+            for v in peers:
+                skipped[v] = "PyDMD is not installed (pip install 'glocal[peers]')"
+            peers = []
     device = resolve_device(config.get("device", "auto"))
     dtype = resolve_dtype(ecfg.get("dtype") or config.get("dtype", "float32"))
     seed = int(config.get("seeds", [0])[0]) if seed is None else int(seed)
@@ -187,7 +264,7 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
     torch.manual_seed(seed)
     task = build_task(config, task_name, seed, device, dtype)
     timings: dict[str, float] = {"build_task": time.perf_counter() - t0, "training": 0.0, "trajectory": 0.0,
-                                 "estimates": 0.0}
+                                 "estimates": 0.0, "peers": 0.0}
     q, n_train = task.hyper.q, task.n_train
     phi = task.init_phi()
     record = sorted(set(range(1, max(taus) + 1)) | {T})
@@ -208,7 +285,8 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
         for name in names:
             t1 = time.perf_counter()
             est = glocal_estimate(prefix, estimator=name, delay=delay, rank=rank, energy=energy,
-                                  steps_ahead=T - tau, max_condition=max_cond, max_norm_ratio=max_ratio)
+                                  steps_ahead=T - tau, max_condition=max_cond, max_norm_ratio=max_ratio,
+                                  **fit_opts)
             rel, cos = _rel_cos(est.value, target)
             d = est.diagnostics
             if name != "local" and bound_abs is None:
@@ -218,7 +296,8 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
             est_rows.append({
                 **base, "tau": tau, "estimator": label, "rel_error": rel, "cosine": cos,
                 "norm": float(torch.linalg.norm(est.value)), "target_norm": tn, "fallback": int(est.fallback),
-                "reason": est.reason or "", "rank": d.get("rank", 0),
+                "reason": est.reason or "", "degenerate": int(bool(d.get("degenerate"))),
+                "growing": int(bool(d.get("growing"))), "rank": d.get("rank", 0),
                 "condition_number": d.get("condition_number", float("nan")),
                 "spectral_radius": d.get("spectral_radius", float("nan")),
                 "bound": (b_abs / tn if tn > 0 else b_abs) if b_abs is not None else float("nan"),
@@ -232,6 +311,22 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
                                                           "realization")}
                                      | {"tau": tau, "estimator": label, "re": z.real, "im": z.imag})
             timings["estimates"] += time.perf_counter() - t1
+
+    def add_peer_estimates(base: dict[str, Any], prefix: torch.Tensor, target: torch.Tensor, tau: int,
+                           peer: str) -> None:
+        t1 = time.perf_counter()
+        svd_rank, svd_rank_omega = PYDMD_SETTINGS[peer]
+        tn = float(torch.linalg.norm(target))
+        fitted = [e for e in estimators if e != "local"]
+        results = pydmd_dmdc_estimate(prefix, fitted, T - tau, svd_rank=svd_rank, svd_rank_omega=svd_rank_omega,
+                                      delay=delay)
+        for name in fitted:
+            value, fell_back = results[name]
+            rel, cos = _rel_cos(value.to(target.dtype).to(target.device), target)
+            est_rows.append({**base, "tau": tau, "estimator": f"{name}+{peer}", "rel_error": rel, "cosine": cos,
+                             "norm": float(torch.linalg.norm(value)), "target_norm": tn, "fallback": int(fell_back),
+                             "reason": "non-finite or norm guard" if fell_back else ""})
+        timings["peers"] += time.perf_counter() - t1
 
     for bs in ecfg["batch_sizes"]:
         full = bs is None or int(bs) >= n_train
@@ -283,6 +378,8 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
                     if "smoothed" in variants and tau > smooth_w:
                         fitted = [e for e in estimators if e != "local"]
                         add_estimates(base, moving_average(prefix, smooth_w), target, tau, "+smoothed", fitted)
+                    for peer in peers:
+                        add_peer_estimates(base, prefix, target, tau, peer)
                     if "truncated" in variants:
                         fitted = [e for e in estimators if e != "local"]
                         add_estimates(base, prefix, target, tau, "+truncated", fitted, energy=truncate_energy)
@@ -304,7 +401,8 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
         "task": task_name, "seed": seed, "engine": engine, "q": q, "n_train": n_train, "P": task.dynamics.P,
         "T": T, "taus": taus, "taus_dropped": dropped, "window_starts": starts, "training_steps": task.steps,
         "record_steps": "all" if engine == "forward" else f"1..{max(taus)} and {T}",
-        "estimators": estimators, "variants": variants, "smooth_window": smooth_w,
+        "estimators": estimators, "variants": variants, "skipped_variants": skipped, "fit_options": fit_opts,
+        "pydmd_version": _pydmd_version() if peers else None, "smooth_window": smooth_w,
         "truncate_energy": truncate_energy, "n_batch_orders": K,
         "batch_orders": "orders 0..K-1 of Task.batches (order 0 continues the training order)",
         "settings": settings_meta, "timings": timings, "device": str(device),
@@ -312,6 +410,15 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
     }
     atomic_write_json(out / "meta.json", meta)
     return meta
+
+
+def _pydmd_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("pydmd")
+    except Exception:  # noqa: BLE001 - metadata is best effort
+        return None
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -48,16 +48,29 @@ from typing import Any
 
 import torch
 
-from glocal.config import ConfigError, strategy_options, task_config
+from glocal.config import ConfigError, check_run, strategy_options, task_config
 from glocal.dynamics import Batch, HyperBlock, HyperSpace
+from glocal.rundir import (
+    METRIC_COLUMNS,
+    Divergence,
+    DivergenceCheck,
+    RunDirectory,
+    StopRequested,
+    all_finite,
+    best_val_loss,
+    common_summary,
+    fingerprint,
+    write_metrics,
+    write_weights,
+)
 from glocal.tasks import Task, build_task
 from glocal.utils import (
+    atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
-    atomic_write_text,
+    make_dirs,
     resolve_device,
     resolve_dtype,
-    versions,
 )
 
 __all__ = ["run_search", "DEFAULT_SPACE", "SEARCH_STRATEGIES", "validate_space", "TRIAL_COLUMNS"]
@@ -207,10 +220,12 @@ class _Reweighter:
 
 # ---------------------------------------------------------------------------- one trial
 def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any], k: int,
-                 trial_dir: Path) -> dict[str, Any]:
-    """One full training run at fixed hyperparameters; writes the trial's files, returns its record."""
-    from glocal.train import METRIC_COLUMNS, _finite, _roc_auc
+                 trial_dir: Path, divergence: DivergenceCheck) -> dict[str, Any]:
+    """One full training run at fixed hyperparameters; writes the trial's files, returns its record.
 
+    ``divergence`` is the run's :class:`~glocal.rundir.DivergenceCheck` (the same definition as the
+    gradient strategies'); a trial that diverges stops there and scores ``inf``.
+    """
     t_start = time.perf_counter()
     T = task.steps
     eval_every = max(1, T // 50)
@@ -220,12 +235,12 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
     state = task.init_state()
     timers = {"training": 0.0, "evaluation": 0.0}
     rows: list[dict[str, Any]] = []
-    diverged: int | None = None
+    check = DivergenceCheck(divergence.max_loss_ratio)  # each trial's own initial loss
 
-    def log(step: int) -> None:
+    def log(step: int) -> Divergence | None:
         t0 = time.perf_counter()
         row: dict[str, Any] = {"step": step, "run": k}
-        if _finite(state):
+        if all_finite(state):
             row.update(task.evaluate(state))
             if rw is not None:
                 row.update(task.hyper_values(rw.refresh_all(state)))
@@ -238,10 +253,11 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
         timers["evaluation"] += time.perf_counter() - t0
         row["wall_time"] = round(time.perf_counter() - t_start, 4)
         rows.append(row)
+        return check.training_loss(step, row["train_loss"])
 
-    log(0)
+    diverged = log(0)
     step = 0
-    while step < T:
+    while step < T and diverged is None:
         end = min(step + eval_every, T)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -251,39 +267,28 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
                 state = step_fn(state, phi if rw is None else rw.phi, batch)
         timers["training"] += time.perf_counter() - t0
         step = end
-        finite = _finite(state)
-        if finite:
+        diverged = check.tensors(step, state=state)
+        if diverged is None:
             with torch.no_grad():
-                finite = math.isfinite(float(val_fn(state, phi)))
-        if not finite:
-            diverged = step
-            log(step)
-            break
-        log(step)
+                diverged = check.value(step, "validation loss", val_fn(state, phi))
+        logged = log(step)
+        diverged = diverged or logged
     final = rows[-1]
     val = final.get("val_loss", math.nan)
     objective = float(val) if diverged is None and math.isfinite(val) else math.inf
-    finite_vals = [r["val_loss"] for r in rows if math.isfinite(r.get("val_loss", math.nan))]
     record: dict[str, Any] = {
         "trial": k,
         "params": dict(params),
         "objective": objective,
         "final": {c: final.get(c) for c in METRIC_COLUMNS[3:]},
-        "best_val_loss": min(finite_vals, default=None),
-        "diverged_step": diverged,
+        "best_val_loss": best_val_loss(rows),
+        "diverged_step": None if diverged is None else diverged.step,
+        "divergence": None if diverged is None else diverged.to_record(),
         "timers": timers,
     }
-    trial_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(trial_dir)
     if rw is not None and diverged is None and task.data.flipped is not None:
-        w = torch.sigmoid(rw.refresh_all(state)).detach()
-        flipped = task.data.flipped
-        record["auc"] = _roc_auc(w, ~flipped)
-        atomic_write_csv(
-            trial_dir / "weights.csv",
-            ({"index": i, "weight": float(wi), "flipped": int(fi)}
-             for i, (wi, fi) in enumerate(zip(w.cpu().tolist(), flipped.cpu().tolist()))),
-            ["index", "weight", "flipped"],
-        )
+        record["auc"] = write_weights(trial_dir, torch.sigmoid(rw.refresh_all(state)), task.data.flipped)
     elif rw is not None:
         record["auc"] = None
     if rw is not None:
@@ -291,8 +296,7 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
                                      **{k2: v for k2, v in final.items() if k2.startswith("hp:example_weight")}}
     else:
         record["hyperparameters"] = task.hyper_values(phi)
-    hp_cols = sorted({c for row in rows for c in row if c.startswith("hp:")})
-    atomic_write_csv(trial_dir / "metrics.csv", rows, METRIC_COLUMNS + hp_cols)
+    write_metrics(trial_dir, rows)
     record["wall_time"] = time.perf_counter() - t_start
     atomic_write_json(trial_dir / "summary.json", record)
     return record
@@ -357,33 +361,44 @@ def run_search(
 ) -> dict[str, Any]:
     """Random search or TPE over the task's hyperparameters into run directory ``out``.
 
-    ``stop_after`` (tests) raises :class:`glocal.train.StopRequested` once that many trials
-    have finished in the study, as a kill would.
+    ``stop_after`` (tests) raises :class:`glocal.rundir.StopRequested` once that many trials
+    have finished in the study, as a kill would. A second process writing the same ``out`` refuses
+    (:class:`glocal.rundir.RunLockedError`).
     """
-    import optuna
-
-    from glocal.train import StopRequested, _fingerprint, _peak_memory_mb
+    import optuna  # noqa: F401 - without the `baselines` extra, fail before the directory is touched
 
     if strategy not in SEARCH_STRATEGIES:
         raise ConfigError(f"strategy: {strategy!r} is not a search strategy; expected one of {list(SEARCH_STRATEGIES)}")
+    # Every check, and the data, before the run directory is touched.
     opts = _check_options(config, task, strategy)
+    check_run(config, task, strategy)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    divergence = DivergenceCheck.from_config(config)
     device = resolve_device(config.get("device", "auto"))
     dtype = resolve_dtype(config.get("dtype", "float32"))
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
-    names = [n for n, _ in _space_names(t)]
     # n_trials stays out of the fingerprint: raising it extends a finished study.
     tcfg = {k: v for k, v in task_config(config, task).items() if k != "strategy_options"}
     fp_obj = {"data": config.get("data"), "device": str(device), "dtype": str(dtype), "task": task, "tcfg": tcfg,
-              "strategy": strategy, "seed": seed, "options": {k: v for k, v in opts.items() if k != "n_trials"}}
-    fp = _fingerprint(fp_obj)
+              "strategy": strategy, "seed": seed, "options": {k: v for k, v in opts.items() if k != "n_trials"},
+              "divergence": divergence.max_loss_ratio}
+    fp = fingerprint(fp_obj)
     resolved = {"config": dict(config), "task": task, "strategy": strategy, "seed": seed, "options": opts}
-    atomic_write_json(out / "config.json", {**resolved, "fingerprint": fp})
     if progress is None:
         progress = sys.stderr.isatty()
+    with RunDirectory(out, task=task, strategy=strategy, seed=seed) as rd:
+        rd.write_config({**resolved, "fingerprint": fp})
+        return _run_study(rd, config, t, strategy, opts, fp, divergence, progress=progress, stop_after=stop_after)
 
+
+def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: str, opts: Mapping[str, Any], fp: str,
+               divergence: DivergenceCheck, *, progress: bool, stop_after: int | None) -> dict[str, Any]:
+    """The study of :func:`run_search` in its locked run directory ``rd``; returns the summary."""
+    import optuna
+
+    out, task, seed, device, dtype = rd.path, t.name, t.seed, t.device, t.dtype
+    names = [n for n, _ in _space_names(t)]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = out / "study.db"
     study_name = f"{task}/{strategy}/seed{seed}"
@@ -420,11 +435,12 @@ def run_search(
                 trial = study.ask()
                 params = _suggest(trial, t, opts["space"])
                 sampling = time.perf_counter() - t0
-                rec = _train_trial(t, params, opts, k, out / "trials" / f"trial_{k:03d}")
+                rec = _train_trial(t, params, opts, k, out / "trials" / f"trial_{k:03d}", divergence)
                 rec["wall_time"] += sampling
                 rec["sampling_time"] = sampling
                 rec["final"] = {c: (v if v is None or math.isfinite(v) else None) for c, v in rec["final"].items()}
-                for key in ("final", "best_val_loss", "diverged_step", "wall_time", "sampling_time", "timers", "auc"):
+                for key in ("final", "best_val_loss", "diverged_step", "divergence", "wall_time", "sampling_time",
+                            "timers", "auc"):
                     if key in rec:
                         trial.set_user_attr(key, rec[key])
                 trial.set_user_attr("index", k)
@@ -447,25 +463,24 @@ def run_search(
     k_best = best_row["trial"]
     best_dir = out / "trials" / f"trial_{k_best:03d}"
     best = json.loads((best_dir / "summary.json").read_text())
-    shutil.copyfile(best_dir / "metrics.csv", out / "metrics.csv")
-    if (best_dir / "weights.csv").exists():
-        shutil.copyfile(best_dir / "weights.csv", out / "weights.csv")
+    for name in (RunDirectory.METRICS, RunDirectory.WEIGHTS):
+        if (best_dir / name).exists():
+            atomic_write_bytes(out / name, (best_dir / name).read_bytes())
     walls = [r["wall_time"] for r in rows]
     timers = {"training": 0.0, "evaluation": 0.0}
     for ft in finished:
         for key in timers:
             timers[key] += float(ft.user_attrs.get("timers", {}).get(key, 0.0))
-    summary: dict[str, Any] = {
-        "task": task, "strategy": strategy, "seed": seed,
-        "final": best["final"],
-        "best_val_loss": best.get("best_val_loss"),
+    div = best.get("divergence")
+    summary = common_summary(task=task, strategy=strategy, seed=seed, final=best["final"],
+                             best_val_loss=best.get("best_val_loss"), device=device, dtype=dtype,
+                             divergence=Divergence(**div) if div else None)
+    summary.update({
         "hyperparameters": best["hyperparameters"],
         "time": {"total": rows[-1]["cumulative_wall_time"], "training": timers["training"],
                  "hypergradient": 0.0, "dmd": 0.0, "evaluation": timers["evaluation"],
                  "search": sum(float(ft.user_attrs.get("sampling_time", 0.0)) for ft in finished)},
-        "peak_memory_mb": _peak_memory_mb(device),
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-        "versions": versions(), "diverged_step": best.get("diverged_step"), "engine": None,
+        "engine": None,
         "n_training_runs": len(rows), "n_hyper_updates": 0, "q": len(names), "steps": t.steps,
         "resumed": resumed, "fallbacks": 0,
         "search": {
@@ -478,11 +493,10 @@ def run_search(
             "study": str(db.name), "study_name": study_name,
         },
         "options": opts, "config": dict(config), "fingerprint": fp,
-    }
+    })
     if task == "reweight":
         summary["search"]["reweight_rule"] = opts["reweight_rule"]
         summary["auc"] = best.get("auc")
     # Same run-directory layout as the gradient strategies: a black-box search uses no hypergradient.
-    atomic_write_text(out / "hypergrads.jsonl", "")
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    rd.write_hypergrads([])
+    return rd.write_summary(summary)

@@ -9,8 +9,12 @@ One run = one task x strategy x seed = one directory holding
 * ``weights.csv`` (reweight) — learned example weights with the flipped mask;
 * ``checkpoint.pt`` while the run is in progress (resumed automatically, removed at the end).
 
-Strategies: ``fixed`` (phi never changes), ``local`` (hypergradient over a window of tau
-steps, tau = 1 is hypergradient descent), ``glocal`` (a Koopman/DMD estimate of the global
+The directory itself (its lock, atomic files, checkpoint safety checks, and the definition of
+divergence shared by every strategy) is :mod:`glocal.rundir`'s.
+
+Strategies: ``fixed`` (phi never changes), ``hd`` (hypergradient descent: the local
+hypergradient over one step), ``local`` (the hypergradient over a window of tau steps, by
+default glocal's window: the paper's local baseline), ``glocal`` (a Koopman/DMD estimate of the global
 hypergradient from the window's trajectory of local hypergradients) and ``global`` (M full
 training runs from theta_0, one hypergradient update after each). ``random`` and ``tpe``
 (black-box baselines) live in :mod:`glocal.search`.
@@ -19,20 +23,17 @@ training runs from theta_0, one hypergradient update after each). ``random`` and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
-import resource
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from glocal.config import ConfigError, load_config, strategy_options
+from glocal.config import ConfigError, check_run, load_config, strategy_options
 from glocal.hypergrad import (
     forward_trajectory,
     reverse_hypergradient,
@@ -40,31 +41,26 @@ from glocal.hypergrad import (
     unroll,
 )
 from glocal.koopman import glocal_estimate
-from glocal.tasks import Task, build_task
-from glocal.utils import (
-    add_threads_argument,
-    apply_threads,
-    atomic_torch_save,
-    atomic_write_csv,
-    atomic_write_json,
-    atomic_write_text,
-    load_checkpoint,
-    resolve_device,
-    resolve_dtype,
-    versions,
+from glocal.rundir import (
+    METRIC_COLUMNS,
+    CorruptCheckpointError,
+    Divergence,
+    DivergenceCheck,
+    RunDirectory,
+    StopRequested,
+    all_finite,
+    best_val_loss,
+    common_summary,
+    fingerprint,
 )
+from glocal.tasks import Task, build_task
+from glocal.utils import add_threads_argument, apply_threads, resolve_device, resolve_dtype
 
-__all__ = ["run_experiment", "OuterOptimizer", "choose_engine", "GRADIENT_STRATEGIES", "STRATEGIES"]
+__all__ = ["run_experiment", "OuterOptimizer", "choose_engine", "fit_health", "GRADIENT_STRATEGIES", "STRATEGIES",
+           "METRIC_COLUMNS", "StopRequested"]
 
-GRADIENT_STRATEGIES = ("fixed", "local", "glocal", "global")
+GRADIENT_STRATEGIES = ("fixed", "hd", "local", "glocal", "global")
 STRATEGIES = GRADIENT_STRATEGIES + ("random", "tpe")
-METRIC_COLUMNS = [
-    "step", "run", "wall_time", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-]
-
-
-class StopRequested(Exception):
-    """Raised (by tests, through ``stop_after``) to simulate a run killed after a checkpoint."""
 
 
 class OuterOptimizer:
@@ -129,25 +125,13 @@ def choose_engine(engine: str, q: int, tau: int, *, trajectory: bool, record_str
     return "forward" if tau * q <= reverse_cost else "reverse"
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
-
-
 class _Run:
     """Mutable state of one run, checkpointed as plain tensors and lists."""
 
-    def __init__(self, task: Task, strategy: str, opts: dict[str, Any], out: Path, fingerprint: str) -> None:
-        self.task, self.strategy, self.opts, self.out, self.fp = task, strategy, opts, out, fingerprint
+    def __init__(self, task: Task, strategy: str, opts: dict[str, Any], rundir: RunDirectory, fingerprint: str,
+                 divergence: DivergenceCheck | None = None) -> None:
+        self.task, self.strategy, self.opts, self.rundir, self.fp = task, strategy, opts, rundir, fingerprint
+        self.div = divergence or DivergenceCheck()
         self.eval_every = int(opts.get("eval_every") or max(1, task.steps // 50))
         self.checkpoint_every = int(opts.get("checkpoint_every") or 10)
         self.step = 0
@@ -163,21 +147,27 @@ class _Run:
         self.timers = {"training": 0.0, "hypergradient": 0.0, "dmd": 0.0, "evaluation": 0.0}
         self.wall_offset = 0.0
         self.t_start = time.perf_counter()
-        self.diverged_step: int | None = None
+        self.divergence: Divergence | None = None
         self.engine: str | None = None
         self.n_updates = 0
         self.last_eval_step = -1
+
+    @property
+    def diverged_step(self) -> int | None:
+        """Global step at which the run diverged (None: it did not)."""
+        return None if self.divergence is None else self.divergence.step
 
     # ---------------------------------------------------------------- bookkeeping
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t_start
 
-    def log_metrics(self, force: bool = False) -> None:
+    def log_metrics(self, force: bool = False) -> bool:
+        """Evaluate and log a metrics row; True when the training loss shows the run diverged."""
         if not force and self.step == self.last_eval_step:
-            return
+            return False
         t0 = time.perf_counter()
         row: dict[str, Any] = {"step": self.global_step(), "run": self.run}
-        if _finite(self.state):
+        if all_finite(self.state):
             row.update(self.task.evaluate(self.state))
         else:
             row.update({k: float("nan") for k in METRIC_COLUMNS[3:]})
@@ -186,24 +176,41 @@ class _Run:
         row["wall_time"] = round(self.wall(), 4)
         self.rows.append(row)
         self.last_eval_step = self.step
+        if self.divergence is None:
+            self.divergence = self.div.training_loss(row["step"], row["train_loss"])
+        return self.divergence is not None
 
     def global_step(self) -> int:
         return self.run * self.task.steps + self.step
 
     def checkpoint(self) -> None:
-        atomic_torch_save(
-            self.out / "checkpoint.pt",
-            {
-                "fingerprint": self.fp,
-                "step": self.step, "run": self.run, "outer_steps": self.outer_steps,
-                "state": self.state.cpu(), "theta0": self.theta0.cpu(), "phi": self.phi.cpu(),
-                "outer": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.outer.state_dict().items()},
-                "rows": json.dumps(self.rows), "hyperlog": json.dumps(self.hyperlog),
-                "timers": json.dumps(self.timers), "wall": self.wall(),
-                "diverged_step": -1 if self.diverged_step is None else self.diverged_step,
-                "engine": self.engine or "", "n_updates": self.n_updates, "last_eval_step": self.last_eval_step,
-            },
-        )
+        self.rundir.save_checkpoint({
+            "fingerprint": self.fp,
+            "step": self.step, "run": self.run, "outer_steps": self.outer_steps,
+            "state": self.state.cpu(), "theta0": self.theta0.cpu(), "phi": self.phi.cpu(),
+            "outer": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.outer.state_dict().items()},
+            "rows": json.dumps(self.rows), "hyperlog": json.dumps(self.hyperlog),
+            "timers": json.dumps(self.timers), "wall": self.wall(),
+            "engine": self.engine or "", "n_updates": self.n_updates, "last_eval_step": self.last_eval_step,
+        })
+
+    def check_checkpoint(self, ck: Mapping[str, Any]) -> None:
+        """Raise :class:`CorruptCheckpointError` when ``ck`` cannot be this run's (missing entries, wrong sizes)."""
+        for name, like in (("state", self.state), ("theta0", self.theta0), ("phi", self.phi)):
+            t = ck[name]
+            if not isinstance(t, torch.Tensor) or t.shape != like.shape:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise CorruptCheckpointError(f"its {name} has shape {got}, this run's has {tuple(like.shape)}")
+        for name, t in ck["outer"].items():
+            if isinstance(t, torch.Tensor) and t.shape != self.phi.shape:
+                raise CorruptCheckpointError(f"its outer optimizer's {name} has shape {tuple(t.shape)}, "
+                                             f"phi has {tuple(self.phi.shape)}")
+        step, run = int(ck["step"]), int(ck["run"])
+        if not (0 <= step <= self.task.steps and run >= 0 and int(ck["outer_steps"]) >= 0):
+            raise CorruptCheckpointError(f"its position (run {run}, step {step}) lies outside this run")
+        for name, parse in (("rows", json.loads), ("hyperlog", json.loads), ("timers", json.loads), ("wall", float),
+                            ("n_updates", int), ("last_eval_step", int), ("engine", str)):
+            parse(ck[name])
 
     def restore(self, ck: Mapping[str, Any]) -> None:
         dev = self.task.device
@@ -213,19 +220,27 @@ class _Run:
         self.rows, self.hyperlog = json.loads(ck["rows"]), json.loads(ck["hyperlog"])
         self.timers = json.loads(ck["timers"])
         self.wall_offset, self.t_start = float(ck["wall"]), time.perf_counter()
-        self.diverged_step = None if int(ck["diverged_step"]) < 0 else int(ck["diverged_step"])
         self.engine = ck["engine"] or None
         self.n_updates = int(ck["n_updates"])
         self.last_eval_step = int(ck["last_eval_step"])
+        if self.rows:  # the initial training loss, the reference of divergence
+            self.div.initial_loss = float(self.rows[0]["train_loss"])
 
-    def check_divergence(self) -> bool:
-        if _finite(self.state) and _finite(self.phi):
-            with torch.no_grad():
-                v = self.task.val_fn()(self.state, self.phi)
-            if math.isfinite(float(v)):
-                return False
-        self.diverged_step = self.global_step()
+    def diverge(self, div: Divergence) -> None:
+        """End the run as diverged at ``div`` (logs the state it reached)."""
         self.log_metrics(force=True)
+        self.divergence = div
+
+    def check_divergence(self, hypergradient: torch.Tensor | None = None, name: str = "hypergradient") -> bool:
+        """True (and the run marked diverged) when state, phi, ``hypergradient`` or the validation loss is non-finite."""
+        step = self.global_step()
+        div = self.div.tensors(step, **{"state": self.state, "hyperparameters": self.phi, name: hypergradient})
+        if div is None:
+            with torch.no_grad():
+                div = self.div.value(step, "validation loss", self.task.val_fn()(self.state, self.phi))
+        if div is None:
+            return False
+        self.diverge(div)
         return True
 
     def record_update(self, h: torch.Tensor, local: torch.Tensor | None, info: dict[str, Any]) -> None:
@@ -280,11 +295,13 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
     window = int(r.opts.get("window", r.eval_every)) if r.strategy != "fixed" else r.eval_every
     if window < 1:
         raise ConfigError(f"strategy_options.{r.strategy}.window: must be >= 1, got {window}")
-    if r.step == 0 and not r.rows:
-        r.log_metrics(force=True)
+    if r.step == 0 and not r.rows and r.log_metrics(force=True):
+        return
     while r.step < T:
         end = min(r.step + window, T)
         batches = task.batches(r.step, end)
+        bad_h: torch.Tensor | None = None
+        bad_name = "hypergradient"
         if r.strategy == "fixed":
             t0 = time.perf_counter()
             r.state = unroll(task.dynamics.step, r.state, r.phi, batches)
@@ -293,7 +310,11 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
             t0 = time.perf_counter()
             traj_or_h, new_state = _window_hypergradients(r, batches, trajectory=(r.strategy == "glocal"))
             r.timers["hypergradient"] += time.perf_counter() - t0
-            if r.strategy == "local":
+            r.state = new_state
+            if not all_finite(traj_or_h):
+                # A diverging inner (or outer) loop: no estimate from it, the run ends below.
+                bad_h, bad_name = traj_or_h, "hypergradient trajectory" if r.strategy == "glocal" else "hypergradient"
+            elif r.strategy in ("hd", "local"):
                 h, info, local = traj_or_h, {"estimator": "local", "tau": len(batches)}, None
             else:
                 t1 = time.perf_counter()
@@ -309,24 +330,29 @@ def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
                     steps_ahead=int(steps_ahead),
                     max_condition=float(r.opts.get("max_condition", 1e8)),
                     max_norm_ratio=float(r.opts.get("max_norm_ratio", 10.0)),
+                    rank_rule=r.opts.get("rank_rule", "full"),
+                    max_growing_share=float(r.opts.get("max_growing_share", 0.5)),
+                    collapse_tol=float(r.opts.get("collapse_tol", 1e-3)),
                 )
                 r.timers["dmd"] += time.perf_counter() - t1
                 h, local = est.value, traj_or_h[-1]
                 info = est.to_record(include_value=False)
                 info.pop("norm", None)
                 info["tau"] = len(batches)
-            r.state = new_state
-            if _finite(h):
+            if bad_h is None and not all_finite(h):
+                bad_h, bad_name = h, "hypergradient estimate"
+            if bad_h is None:
                 r.phi = r.outer.step(r.phi, h)
                 r.n_updates += 1
-            r.record_update(h, local, info)
+                r.record_update(h, local, info)
         bar.update(end - r.step)
         prev, r.step = r.step, end
         r.outer_steps += 1
-        if r.check_divergence():
+        if r.check_divergence(bad_h, bad_name):
             return
         if r.step // r.eval_every != prev // r.eval_every:  # the window crossed an evaluation point
-            r.log_metrics()
+            if r.log_metrics():
+                return
         if r.outer_steps % r.checkpoint_every == 0 and r.step < T:
             r.checkpoint()
             if stop_after is not None and r.outer_steps >= stop_after:
@@ -342,7 +368,8 @@ def _run_global(r: _Run, bar, stop_after: int | None) -> None:
     while r.run < M:
         # Training run m with the current phi (metrics along the way).
         r.state, r.step, r.last_eval_step = r.theta0.clone(), 0, -1
-        r.log_metrics(force=True)
+        if r.log_metrics(force=True):
+            return
         while r.step < T:
             end = min(r.step + r.eval_every, T)
             t0 = time.perf_counter()
@@ -350,9 +377,8 @@ def _run_global(r: _Run, bar, stop_after: int | None) -> None:
             r.timers["training"] += time.perf_counter() - t0
             bar.update(end - r.step)
             r.step = end
-            if r.check_divergence():
+            if r.check_divergence() or r.log_metrics():
                 return
-            r.log_metrics()
         if r.run < M - 1:  # the last run's hypergradient would never be used
             batches = task.batches(0, T)
             engine = choose_engine(r.opts.get("engine", "auto"), task.hyper.q, T, trajectory=False)
@@ -365,9 +391,10 @@ def _run_global(r: _Run, bar, stop_after: int | None) -> None:
                 h = reverse_hypergradient(step_fn, val_fn, r.theta0, r.phi, batches,
                                           checkpoint=r.opts.get("checkpoint")).h
             r.timers["hypergradient"] += time.perf_counter() - t0
-            if _finite(h):
-                r.phi = r.outer.step(r.phi, h)
-                r.n_updates += 1
+            if r.check_divergence(h):
+                return
+            r.phi = r.outer.step(r.phi, h)
+            r.n_updates += 1
             r.record_update(h, None, {"estimator": "global", "tau": T})
         r.run += 1
         r.outer_steps += 1
@@ -378,13 +405,36 @@ def _run_global(r: _Run, bar, stop_after: int | None) -> None:
     r.run = M - 1  # report the last run's numbers
 
 
-def _roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float | None:
-    from sklearn.metrics import roc_auc_score
+def fit_health(hyperlog: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """How the glocal fits of a run fared, from the diagnostics of every window's estimate.
 
-    pos = positive.cpu().numpy().astype(int)
-    if pos.min() == pos.max():
-        return None
-    return float(roc_auc_score(pos, scores.detach().cpu().to(torch.float64).numpy()))
+    ``windows``; ``fallbacks`` and ``fallbacks_by_reason`` (the reason's text before its colon);
+    ``degenerate`` (collapsed fits: every eigenvalue ~0 on a varying trajectory), ``growing``
+    (spectral radius above 1, whether or not it fell back); ``degenerate_or_fallback_fraction``;
+    ``median_rank`` and ``median_spectral_radius`` over the windows that have them.
+    """
+    import statistics
+
+    recs = [h for h in hyperlog if h.get("estimator") not in (None, "local", "global")]
+    reasons: dict[str, int] = {}
+    for h in recs:
+        if h.get("fallback"):
+            key = str(h.get("reason") or "unknown").split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    radii = [float(h["spectral_radius"]) for h in recs
+             if isinstance(h.get("spectral_radius"), (int, float)) and math.isfinite(h["spectral_radius"])]
+    ranks = [int(h["rank"]) for h in recs if isinstance(h.get("rank"), int)]
+    bad = sum(1 for h in recs if h.get("fallback") or h.get("degenerate"))
+    return {
+        "windows": len(recs),
+        "fallbacks": sum(1 for h in recs if h.get("fallback")),
+        "fallbacks_by_reason": dict(sorted(reasons.items())),
+        "degenerate": sum(1 for h in recs if h.get("degenerate")),
+        "growing": sum(1 for h in recs if h.get("growing")),
+        "degenerate_or_fallback_fraction": bad / len(recs) if recs else None,
+        "median_rank": statistics.median(ranks) if ranks else None,
+        "median_spectral_radius": statistics.median(radii) if radii else None,
+    }
 
 
 def run_experiment(
@@ -410,72 +460,56 @@ def run_experiment(
         return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after)
     if strategy not in GRADIENT_STRATEGIES:
         raise ConfigError(f"strategy: unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Every check, and the data, before the run directory is touched.
     device = resolve_device(config.get("device", "auto"))
     dtype = resolve_dtype(config.get("dtype", "float32"))
     opts = strategy_options(config, task, strategy)
+    check_run(config, task, strategy)
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
     resolved = {"config": dict(config), "task": task, "strategy": strategy, "seed": seed, "options": opts}
-    fp = _fingerprint(resolved)
-    atomic_write_json(out / "config.json", {**resolved, "fingerprint": fp})
+    fp = fingerprint(resolved)
     if progress is None:
         progress = sys.stderr.isatty()
-    r = _Run(t, strategy, opts, out, fp)
-    ck_path = out / "checkpoint.pt"
-    resumed = False
-    if ck_path.exists():
-        ck = load_checkpoint(ck_path)
-        if ck.get("fingerprint") == fp:
+    with RunDirectory(out, task=task, strategy=strategy, seed=seed) as rd:
+        rd.write_config({**resolved, "fingerprint": fp})
+        r = _Run(t, strategy, opts, rd, fp, DivergenceCheck.from_config(config))
+        ck = rd.load_checkpoint(fp, check=r.check_checkpoint)
+        resumed = ck is not None
+        if resumed:
             r.restore(ck)
-            resumed = True
-        else:
-            print(f"glocal train: {ck_path} belongs to another configuration; starting afresh", file=sys.stderr)
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    total = t.steps * (int(opts.get("meta_iterations", 10)) if strategy == "global" else 1)
-    bar = tqdm(total=total, initial=min(r.global_step(), total), disable=not progress,
-               desc=f"{task}/{strategy}/seed{seed}", unit="step", leave=False)
-    try:
-        if strategy == "global":
-            _run_global(r, bar, stop_after)
-        else:
-            _run_windowed(r, bar, stop_after)
-    finally:
-        bar.close()
-    final = r.rows[-1] if r.rows else {}
-    summary: dict[str, Any] = {
-        "task": task, "strategy": strategy, "seed": seed,
-        "final": {k: final.get(k) for k in METRIC_COLUMNS[3:]},
-        "best_val_loss": min((row["val_loss"] for row in r.rows if math.isfinite(row.get("val_loss", math.nan))),
-                             default=None),
-        "hyperparameters": t.hyper_values(r.phi),
-        "time": {"total": r.wall(), **r.timers},
-        "peak_memory_mb": _peak_memory_mb(device),
-        "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-        "versions": versions(), "diverged_step": r.diverged_step, "engine": r.engine,
-        "n_training_runs": (r.run + 1) if strategy == "global" else 1,
-        "n_hyper_updates": r.n_updates, "q": t.hyper.q, "steps": t.steps, "resumed": resumed,
-        "fallbacks": sum(1 for h in r.hyperlog if h.get("fallback")),
-        "options": opts, "config": dict(config), "fingerprint": fp,
-    }
-    if task == "reweight" and t.data.flipped is not None:
-        w = t.hyper.constrain(r.phi)["example_weight"].detach()
-        flipped = t.data.flipped
-        summary["auc"] = _roc_auc(w, ~flipped)
-        atomic_write_csv(
-            out / "weights.csv",
-            ({"index": i, "weight": float(wi), "flipped": int(fi)} for i, (wi, fi) in
-             enumerate(zip(w.cpu().tolist(), flipped.cpu().tolist()))),
-            ["index", "weight", "flipped"],
+        total = t.steps * (int(opts.get("meta_iterations", 10)) if strategy == "global" else 1)
+        bar = tqdm(total=total, initial=min(r.global_step(), total), disable=not progress,
+                   desc=f"{task}/{strategy}/seed{seed}", unit="step", leave=False)
+        try:
+            if strategy == "global":
+                _run_global(r, bar, stop_after)
+            else:
+                _run_windowed(r, bar, stop_after)
+        finally:
+            bar.close()
+        summary = common_summary(
+            task=task, strategy=strategy, seed=seed, final=r.rows[-1] if r.rows else {},
+            best_val_loss=best_val_loss(r.rows), device=device, dtype=dtype, divergence=r.divergence,
         )
-    hp_cols = sorted({k for row in r.rows for k in row if k.startswith("hp:")})
-    atomic_write_csv(out / "metrics.csv", r.rows, METRIC_COLUMNS + hp_cols)
-    atomic_write_text(out / "hypergrads.jsonl", "".join(json.dumps(h, default=str) + "\n" for h in r.hyperlog))
-    atomic_write_json(out / "summary.json", summary)
-    if ck_path.exists():
-        ck_path.unlink()
+        summary.update({
+            "hyperparameters": t.hyper_values(r.phi),
+            "time": {"total": r.wall(), **r.timers},
+            "engine": r.engine,
+            "n_training_runs": (r.run + 1) if strategy == "global" else 1,
+            "n_hyper_updates": r.n_updates, "q": t.hyper.q, "steps": t.steps, "resumed": resumed,
+            "fallbacks": sum(1 for h in r.hyperlog if h.get("fallback")),
+            "options": opts, "config": dict(config), "fingerprint": fp,
+        })
+        if task == "reweight" and t.data.flipped is not None:
+            summary["auc"] = rd.write_weights(t.hyper.constrain(r.phi)["example_weight"], t.data.flipped)
+        rd.write_metrics(r.rows)
+        rd.write_hypergrads(r.hyperlog)
+        sections = {"fit_health": fit_health(r.hyperlog)} if strategy == "glocal" else {}
+        summary = rd.write_summary(summary, **sections)
+        rd.remove_checkpoint()
     return summary
 
 
@@ -484,7 +518,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
     p.add_argument("--task", required=True, help="lr or reweight")
     p.add_argument("--strategy", required=True, help=f"one of {', '.join(STRATEGIES)}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the run: initialization, batch order and label noise (default: 0)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     p.add_argument("--dtype", choices=["float32", "float64"], help="override the config's dtype")
@@ -505,8 +540,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--strategy: unknown strategy {args.strategy!r}; expected one of {list(STRATEGIES)}")
     summary = run_experiment(config, args.task, args.strategy, args.seed, args.out,
                              progress=False if args.no_progress else None)
-    f = summary["final"]
-    status = f"diverged at step {summary['diverged_step']}" if summary["diverged_step"] is not None else "ok"
-    print(f"{args.task}/{args.strategy}/seed{args.seed}: test_loss={f.get('test_loss')} "
-          f"test_acc={f.get('test_acc')} time={summary['time']['total']:.1f}s ({status})")
+    print(summary_line(summary))
     return 0
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else "n/a"
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """One line for the terminal: final test loss and accuracy (4 significant digits), wall time, status."""
+    f, div = summary["final"], summary.get("divergence")
+    if div:
+        status = f"diverged at step {div['step']}: {div['reason']}"
+    elif summary.get("diverged_step") is not None:
+        status = f"diverged at step {summary['diverged_step']}"
+    else:
+        status = "ok"
+    return (f"{summary['task']}/{summary['strategy']}/seed{summary['seed']}: test_loss={_fmt(f.get('test_loss'))} "
+            f"test_acc={_fmt(f.get('test_acc'))} time={summary['time']['total']:.1f}s ({status})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -17,12 +18,16 @@ import numpy as np
 import torch
 
 __all__ = [
+    "OutputError",
+    "output_error",
+    "make_dirs",
+    "current_umask",
+    "remove_stale_temp_files",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_csv",
     "atomic_torch_save",
-    "load_checkpoint",
     "resolve_device",
     "resolve_dtype",
     "set_seed",
@@ -33,21 +38,110 @@ __all__ = [
 ]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+class OutputError(OSError):
+    """An output file or directory could not be written; the message names the path and the remedy."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(message)  # str(exc) is the message alone, without "[Errno N]"
+        self.errno = code
+
+
+_WRITE_REMEDIES = {
+    errno.ENOSPC: "the disk holding it is full: free space (or choose another --out) and run again",
+    errno.EDQUOT: "the disk quota is exceeded: free space (or choose another --out) and run again",
+    errno.EACCES: "it is not writable: fix its permissions or choose another --out",
+    errno.EPERM: "it is not writable: fix its permissions or choose another --out",
+    errno.EROFS: "it is on a read-only file system: choose another --out",
+    errno.EFBIG: "the file size limit (ulimit -f) was reached: raise it or choose another --out",
+    errno.ENOTDIR: "a component of the path is a file, not a directory: choose another --out",
+}
+
+
+def output_error(path: str | os.PathLike, exc: OSError, what: str = "write") -> OutputError:
+    """An :class:`OutputError` for ``exc`` raised while trying to ``what`` ``path``: names both and the remedy."""
+    reason = exc.strerror or str(exc)
+    remedy = _WRITE_REMEDIES.get(exc.errno or -1)
+    msg = f"cannot {what} {path}: {reason}" + (f"; {remedy}" if remedy else "")
+    return OutputError(exc.errno, msg)
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible, so that no other thread sees it changed)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_dirs(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; an :class:`OutputError` naming the path when it cannot be created."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a file is in the way
+        raise OutputError(errno.ENOTDIR, f"cannot create directory {path}: a file of that name exists") from exc
+    except OSError as exc:
+        raise output_error(path, exc, "create directory") from exc
+    return path
+
+
+#: Prefix and suffix of the temporary files of :func:`atomic_write_bytes` (see :func:`remove_stale_temp_files`).
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 minus the umask), not the
+    0600 of a temporary file, so that results on a shared file system stay readable by the group.
+    A failure (no space left, no permission) raises :class:`OutputError` naming the path and leaves
+    an existing ``path`` untouched.
+    """
+    path = Path(path)
+    make_dirs(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise output_error(path, exc) from exc
         raise
+
+
+def remove_stale_temp_files(directory: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`atomic_write_bytes` calls left in ``directory``.
+
+    Only safe while no other process writes there (a run directory holds its lock). Returns the
+    files removed.
+    """
+    directory = Path(directory)
+    pattern = f"{TMP_PREFIX}*{TMP_SUFFIX}"
+    found = directory.rglob(pattern) if recursive else directory.glob(pattern)
+    removed = []
+    for p in sorted(found):
+        if p.is_file() and not p.is_symlink():
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -101,11 +195,6 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike) -> Any:
-    """Load a checkpoint written by :func:`atomic_torch_save`; never unpickles arbitrary objects."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     """Map ``auto|cpu|cuda`` to a device; ``auto`` picks CUDA when present."""
     if name == "auto":
@@ -145,9 +234,19 @@ def add_threads_argument(parser) -> None:
 
 
 def apply_threads(threads: int | None) -> int:
-    """Set torch's CPU threads from ``--threads``, else $OMP_NUM_THREADS, else 1; return the number."""
+    """Set torch's and numpy's BLAS CPU threads from ``--threads``, else $OMP_NUM_THREADS, else 1; return the number.
+
+    numpy's BLAS (used by the PyDMD peer and scipy) starts one thread per core by default, which
+    on a shared or busy machine is many times slower than one thread on these small matrices.
+    """
     n = max(1, threads or int(os.environ.get("OMP_NUM_THREADS") or 1))
     torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n, user_api="blas")
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it numpy keeps its default
+        pass
     return n
 
 

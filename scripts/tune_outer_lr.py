@@ -1,6 +1,6 @@
 """Give every gradient strategy a fair chance: pick its outer (meta) learning rate on a tuning seed.
 
-For each task and strategy (local, glocal, global) this runs the config's experiment on
+For each task and strategy (hd, local, glocal, global) this runs the config's experiment on
 seeds that the reported runs never use (default 100 and 101) for each outer learning rate of a
 grid and keeps the one with the lowest mean *validation* loss at the end of training over those
 seeds (test data is never looked at; a setting that diverges on any tuning seed is excluded).
@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[100, 101])
     p.add_argument("--grid", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
     p.add_argument("--tasks", nargs="+", default=["lr", "reweight"])
-    p.add_argument("--strategies", nargs="+", default=["local", "glocal", "global"])
+    p.add_argument("--strategies", nargs="+", default=["hd", "local", "glocal", "global"])
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     out = Path(args.out)

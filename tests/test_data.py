@@ -289,3 +289,115 @@ def test_cifar_wrong_content(tmp_path):
         pickle.dump({b"data": np.zeros((2, 10), np.uint8), b"labels": [0, 1]}, fh, protocol=2)
     with pytest.raises(ValueError, match="test_batch"):
         load_dataset("cifar10", root=root)
+
+
+# ---------------------------------------------------------------------------
+# damaged or hostile files: errors name the file (and the remedy), nothing runs, nothing blows up
+
+
+def test_mnist_labels_out_of_range(tmp_path):
+    root = tmp_path / "mnist"
+    _write_mnist(root)
+    labels = np.arange(20) % 10
+    labels[7] = 10
+    (root / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(labels, 2049))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte: label 10 \(example 7\) lies outside 0\.\.9"):
+        load_dataset("mnist", root=root)
+
+
+def test_mnist_train_and_test_image_sizes_differ(tmp_path):
+    root = tmp_path / "mnist"
+    _write_mnist(root)
+    (root / "t10k-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((10, 20, 20)), 2051))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\) are 28x28 but .*t10k-images-idx3-ubyte\) are 20x20"):
+        load_dataset("mnist", root=root)
+
+
+@pytest.mark.parametrize("damage, needle", [("not_gzip", "not a valid gzip file"), ("truncated", "truncated"),
+                                            ("corrupt", "gzip")])
+def test_mnist_damaged_gz_names_the_file(tmp_path, damage, needle):
+    root = tmp_path / "mnist"
+    _write_mnist(root, gz=True)
+    p = root / "train-images-idx3-ubyte.gz"
+    raw = p.read_bytes()
+    if damage == "not_gzip":
+        p.write_bytes(_idx_bytes(np.zeros((20, 28, 28)), 2051))  # plain IDX under a .gz name
+    elif damage == "truncated":
+        p.write_bytes(raw[: len(raw) // 2])
+    else:  # flip bytes in the middle of the deflate stream
+        mid = len(raw) // 2
+        p.write_bytes(raw[:mid] + bytes(b ^ 0xFF for b in raw[mid : mid + 64]) + raw[mid + 64 :])
+    with pytest.raises(ValueError, match=needle) as ei:
+        load_dataset("mnist", root=root)
+    assert "train-images-idx3-ubyte.gz" in str(ei.value)
+
+
+def test_mnist_gzip_bomb_stops_at_the_declared_size(tmp_path):
+    """A header declaring 10 images followed by 64 MiB of zeros, the stream cut short at the end: the
+    loader must stop one byte past the declared size (it would otherwise read on into the cut)."""
+    import zlib
+
+    root = tmp_path / "mnist"
+    _write_mnist(root, gz=True)
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    parts = [comp.compress(_idx_bytes(np.zeros((10, 28, 28)), 2051))]
+    zeros = bytes(2**20)
+    parts += [comp.compress(zeros) for _ in range(64)]
+    parts.append(comp.flush(zlib.Z_SYNC_FLUSH))  # no end-of-stream: reading to the end would fail differently
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(b"".join(parts))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: holds more data than its header declares"):
+        load_dataset("mnist", root=root)
+    # a header declaring more than any dataset file holds is refused before anything is decompressed
+    huge = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (2**31, 28, 28))
+    with gzip.open(root / "t10k-images-idx3-ubyte.gz", "wb") as fh:
+        fh.write(huge)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz: its header declares dims \(2147483648, 28, 28\)"):
+        load_dataset("mnist", root=root)
+
+
+def _cifar_batch_bytes(n=4, protocol=2, seed=1) -> bytes:
+    rng = np.random.default_rng(seed)
+    batch = {b"batch_label": b"x", b"labels": [int(v) for v in rng.integers(0, 10, n)],
+             b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"filenames": [b"a.png"] * n}
+    return pickle.dumps(batch, protocol=protocol)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "huge_string"])
+def test_cifar_damaged_batch_names_the_file(tmp_path, damage):
+    root = tmp_path / "cifar"
+    _write_cifar(root)
+    good = (root / "data_batch_2").read_bytes()
+    content = {
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "garbage": os.urandom(4096),
+        # BINBYTES8 declaring 2**62 bytes, then a few: the unpickler would try to allocate them
+        "huge_string": b"\x80\x04\x8e" + (2**62).to_bytes(8, "little") + b"abc",
+    }[damage]
+    (root / "data_batch_2").write_bytes(content)
+    with pytest.raises(ValueError, match=r"data_batch_2: ") as ei:
+        load_dataset("cifar10", root=root)
+    assert "download it again" in str(ei.value)
+
+
+def test_cifar_refusal_names_the_file(tmp_path):
+    root = tmp_path / "cifar"
+    _write_cifar(root)
+    marker = tmp_path / "pwned"
+    with open(root / "data_batch_4", "wb") as fh:
+        pickle.dump({b"data": _Evil(marker), b"labels": [0]}, fh, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match=r"data_batch_4: refused global '(posix|os)\.system'"):
+        load_dataset("cifar10", root=root)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_cifar_genuine_batch_repickled_with_a_newer_protocol_loads(tmp_path, protocol):
+    root = tmp_path / "cifar"
+    _write_cifar(root)
+    with open(root / "data_batch_1", "rb") as fh:
+        batch = pickle.load(fh, encoding="bytes")
+    batch[b"labels"] = np.asarray(batch[b"labels"], dtype=np.int64)  # as numpy arrays, re-pickled
+    (root / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=protocol))
+    d = load_dataset("cifar10", root=root, val_fraction=0.2, seed=0)
+    assert d.x_train.shape[0] + d.x_val.shape[0] == 30

@@ -23,7 +23,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ["Snakefile", "config.yaml", "configs", "workflow", "profiles"]
+# glocal/config.py: the Snakefile runs its cross-key config checks (loaded by path, without torch)
+WORKFLOW_FILES = ["Snakefile", "config.yaml", "configs", "workflow", "profiles", "glocal/config.py"]
 SMOKE = "configs/smoke.yaml"
 SMOKE_TIMEOUT = 900  # seconds; the smoke DAG takes a few minutes on 2 cores
 
@@ -76,6 +77,7 @@ def copy_workflow(dest: Path) -> Path:
         if src.is_dir():
             shutil.copytree(src, dest / name)
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     return dest
 
@@ -170,7 +172,9 @@ def test_resolved_config_has_defaults_and_merges(wf: Path):
     assert cfg["strategy_options"]["glocal"]["estimator"] == "limit"  # config.yaml / default
     base = yaml.safe_load((wf / "config.yaml").read_text())
     assert cfg["tasks"]["lr"]["strategy_options"] == base["tasks"]["lr"]["strategy_options"]  # config.yaml, kept
-    assert "--config results/config.resolved.yaml" in output_of(snakemake(wf, "-n", "-p"))
+    # every job reads the content-addressed copy of the same text (never the fixed name)
+    paths = set(re.findall(r"glocal \w+ --config (\S+)", output_of(snakemake(wf, "-n", "-p", "--configfile", SMOKE))))
+    assert len(paths) == 1 and re.fullmatch(r"results/config/[0-9a-f]{16}\.yaml", paths.pop())
 
 
 BAD_CONFIGS = {
@@ -196,6 +200,56 @@ def test_bad_config_fails_before_any_job(wf: Path, name: str):
         assert needle in out, out
     assert "rule train" not in out and "localrule" not in out, out
     assert not (wf / "results").exists(), "a job or the resolved config was written"
+
+
+CROSS_KEY_ERRORS = {
+    "window": ("tasks:\n  lr: {steps: 10}\nstrategy_options:\n  local: {window: 50}\n",
+               ["strategy_options.local.window", "tasks.lr.steps = 10"]),
+    "data_root": ("data: {name: mnist, root: /nonexistent/mnist}\n", ["data.root", "/nonexistent/mnist"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CROSS_KEY_ERRORS))
+def test_cross_key_config_errors_fail_a_dry_run(wf: Path, name: str):
+    """What the schema cannot express (a window as long as the run, a missing data directory) fails
+    `snakemake -n` naming the key, instead of passing it and failing (or silently misleading) in a job."""
+    text, needles = CROSS_KEY_ERRORS[name]
+    (wf / "bad.yaml").write_text(text)
+    proc = snakemake(wf, "-n", "--configfile", "bad.yaml")
+    out = output_of(proc)
+    assert proc.returncode != 0, out
+    for needle in needles:
+        assert needle in out, out
+    assert not (wf / "results").exists(), "the resolved config was written"
+
+
+def test_dry_run_with_another_config_leaves_the_jobs_config_alone(wf: Path):
+    """A dry run with another config while jobs run must not change the file those jobs read."""
+    proc = snakemake(wf, "-n", "-p", "--configfile", SMOKE)
+    assert proc.returncode == 0, output_of(proc)
+    (path,) = set(re.findall(r"glocal train --config (\S+)", output_of(proc)))
+    before = (wf / path).read_text()
+    assert yaml.safe_load(before)["tasks"]["lr"]["steps"] == 30
+    (wf / "other.yaml").write_text("tasks:\n  lr: {steps: 40}\n")
+    proc = snakemake(wf, "-n", "-p", "--configfile", SMOKE, "other.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    (other,) = set(re.findall(r"glocal train --config (\S+)", output_of(proc)))
+    assert other != path and yaml.safe_load((wf / other).read_text())["tasks"]["lr"]["steps"] == 40
+    assert (wf / path).read_text() == before  # what the first workflow's jobs read is unchanged
+    latest = yaml.safe_load((wf / "results/config.resolved.yaml").read_text())
+    assert latest["tasks"]["lr"]["steps"] == 40  # the human-readable copy follows the last parse
+
+
+def test_slurm_profile_keeps_successful_job_logs():
+    """The executor deletes the log of every successful job unless told to keep them (docs/workflow.md)."""
+    import dataclasses
+
+    from snakemake_executor_plugin_slurm import ExecutorSettings
+
+    assert "keep_successful_logs" in {f.name for f in dataclasses.fields(ExecutorSettings)}
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    assert profile.get("slurm-keep-successful-logs") is True
+    assert "slurm-keep-successful-logs" in (REPO / "docs/workflow.md").read_text()
 
 
 def test_gpu_requested_only_for_cuda(wf: Path):
@@ -414,6 +468,6 @@ def test_smoke_end_to_end(tmp_path: Path):
     assert proc.returncode == 0, out
     assert job_stats(out) == {"train": 1, "train_weights": 1, "figures": 1, "tables": 1, "all": 1}
     assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal"}
-    # (dry runs rewrite results/config.resolved.yaml: the smoke config puts it back)
+    # (the dry run above wrote another results/config/<hash>.yaml; the smoke config's is unchanged)
     proc = snakemake(wf, "-n", "--configfile", SMOKE)
     assert "Nothing to be done" in output_of(proc), output_of(proc)

@@ -4,7 +4,7 @@
 rule bench:
     """glocal bench: timings of plain training, the exact engines and one update per strategy -> results/bench/."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=ancient(LATEST_CONFIG),
     output:
         cost=f"{RESULTS}/bench/cost.csv",
         bench=f"{RESULTS}/bench/bench.json",

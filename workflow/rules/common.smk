@@ -1,23 +1,55 @@
 # Shared definitions: paths, targets, the expected figure/table lists, resources, rerun keys.
+import functools
+import hashlib
+import importlib.util
 import json
 import os
 import re
 
 import yaml
+from snakemake.exceptions import WorkflowError
 
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
-# The validated, defaults-filled, merged config (config.yaml + --configfile + --config),
-# written when the workflow is parsed (only if its content changed) and read by every
-# `glocal` command via --config. It is an ancient() input of every job: rewriting it does
-# not cascade reruns. Instead each rule has a `cfg` param holding only the part of the
-# config its jobs depend on, and snakemake's `params` rerun trigger reruns exactly the jobs
-# whose part changed (e.g. a new glocal window reruns only the glocal training runs).
-# (It is deliberately not the output of a rule: snakemake skips the needrun checks of jobs
-# downstream of a rerun job even when they depend on it only through ancient() inputs.)
-RESOLVED_CONFIG = f"{RESULTS}/config.resolved.yaml"
+# The validated, defaults-filled, merged config (config.yaml + --configfile + --config) is
+# written when the workflow is parsed, twice:
+#  * RESOLVED_CONFIG, results/config/<hash of its content>.yaml: what the jobs read (via
+#    --config). Its name changes with its content, so no later parse (a dry run with another
+#    config while this workflow's jobs run) can change the file a job of this workflow reads.
+#  * LATEST_CONFIG, results/config.resolved.yaml: the same text under a fixed name, for people
+#    to read (the config of the last parse). No job reads it.
+# Neither triggers reruns: the train/extract/analysis/theory/bench jobs take LATEST_CONFIG as
+# an ancient() input and RESOLVED_CONFIG through a param derived from their inputs (which
+# snakemake leaves out of the params rerun trigger); instead each rule has a `cfg` param holding
+# only the part of the config its jobs depend on, and snakemake's `params` rerun trigger reruns
+# exactly the jobs whose part changed (e.g. a new glocal window reruns only the glocal training
+# runs). The figures and tables jobs take RESOLVED_CONFIG itself as their input, so they also
+# rerun whenever the resolved config changes at all (they are cheap and read all of it).
+# (The config is deliberately not the output of a rule: snakemake skips the needrun checks of
+# jobs downstream of a rerun job even when they depend on it only through ancient() inputs.)
+RESOLVED_CONFIG_DIR = f"{RESULTS}/config"
+LATEST_CONFIG = f"{RESULTS}/config.resolved.yaml"
+
+
+@functools.cache
+def _glocal_config_checks():
+    """glocal/config.py, loaded by path (once): its cross-key checks need only jsonschema and yaml (no
+    torch), so they run here even where the glocal package is not installed."""
+    path = os.path.join(workflow.basedir, "glocal", "config.py")
+    spec = importlib.util.spec_from_file_location("_glocal_config_checks", path)
+    checks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checks)
+    return checks
+
+
+# What the schema cannot express, checked before anything is written (a dry run fails too),
+# naming the key: a local/glocal window shorter than its task's steps, an existing data.root.
+try:
+    _glocal_config_checks().check_config(config)
+except ValueError as _exc:
+    raise WorkflowError(f"Invalid config: {_exc}") from None
 
 # Conda environment (paths relative to this directory). The default is the CPU build of
 # PyTorch; device: cuda selects the CUDA build (see workflow/envs/*.yaml, docs/workflow.md).
@@ -176,16 +208,21 @@ def _common_part():
     return {k: config[k] for k in ("device", "dtype", "data")}
 
 
+def job_config(wildcards, input):
+    """--config of a job: RESOLVED_CONFIG, the content-addressed config of this parse. It takes
+    `input` so that snakemake counts it as derived from the inputs and leaves it out of the params
+    rerun trigger (its name changes with every config change; the `cfg` keys decide reruns)."""
+    return RESOLVED_CONFIG
+
+
 def train_key(wildcards):
     task, strategy = wildcards.task, wildcards.strategy
     tcfg = config["tasks"][task]
-    overrides = tcfg.get("strategy_options", {})
-    opts = {
-        name: {**config["strategy_options"].get(name, {}), **overrides.get(name, {})}
-        for name in (strategy, "outer")
-    }
+    # The strategy's resolved options (outer settings merged in; local's window is glocal's unless set).
+    opts = _glocal_config_checks().strategy_options(config, task, strategy)
     tcfg = {k: v for k, v in tcfg.items() if k != "strategy_options"}
-    return _key({**_common_part(), "task": tcfg, "strategy": opts, "seed": int(wildcards.seed)})
+    return _key({**_common_part(), "task": tcfg, "strategy": opts, "seed": int(wildcards.seed),
+                 "divergence": config["divergence"]})
 
 
 def extract_key(wildcards):
@@ -214,7 +251,7 @@ def _regex(names):
 
 wildcard_constraints:
     task=_regex(ALL_TASKS),
-    strategy=_regex(["fixed", "local", "glocal", "global", "random", "tpe"]),
+    strategy=_regex(["fixed", "hd", "local", "glocal", "global", "random", "tpe"]),
     seed=r"\d+",
 
 
@@ -227,9 +264,8 @@ def resolved_config_text():
     return yaml.dump(dict(config), Dumper=_NoAliasDumper, sort_keys=False)
 
 
-def write_resolved_config(path=RESOLVED_CONFIG):
-    """Write the resolved config to `path` atomically, unless it already holds it."""
-    text = resolved_config_text()
+def write_if_changed(path, text):
+    """Write `text` to `path` atomically (with the umask's mode), unless it already holds it."""
     try:
         with open(path) as f:
             if f.read() == text:
@@ -243,4 +279,7 @@ def write_resolved_config(path=RESOLVED_CONFIG):
     os.replace(tmp, path)
 
 
-write_resolved_config()
+_RESOLVED_TEXT = resolved_config_text()
+RESOLVED_CONFIG = f"{RESOLVED_CONFIG_DIR}/{hashlib.sha256(_RESOLVED_TEXT.encode()).hexdigest()[:16]}.yaml"
+write_if_changed(RESOLVED_CONFIG, _RESOLVED_TEXT)
+write_if_changed(LATEST_CONFIG, _RESOLVED_TEXT)

@@ -4,7 +4,7 @@
 rule extract:
     """glocal extract: exact h_{s->t} trajectories and glocal/local estimates -> results/extract/{task}/."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=ancient(LATEST_CONFIG),
     output:
         trajectory=f"{EXTRACT_DIR}/trajectory.npz",
         estimates=f"{EXTRACT_DIR}/estimates.csv",
@@ -12,6 +12,7 @@ rule extract:
         meta=f"{EXTRACT_DIR}/meta.json",
     params:
         out=lambda wildcards, output: os.path.dirname(output.meta),
+        config=job_config,
         cfg=extract_key,
     log:
         f"{LOGS}/extract/{{task}}.log",
@@ -26,14 +27,14 @@ rule extract:
         gpu=gpu_request,
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "glocal extract --config {input.config:q} --task {wildcards.task} --out {params.out:q} "
+        "glocal extract --config {params.config:q} --task {wildcards.task} --out {params.out:q} "
         "> {log:q} 2>&1"
 
 
 rule analysis:
     """glocal analyze: error and cosine similarity vs tau over all extractions -> results/analysis/."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=ancient(LATEST_CONFIG),
         extract=all_extract_files(),
     output:
         error_vs_tau=f"{RESULTS}/analysis/error_vs_tau.csv",
@@ -41,6 +42,7 @@ rule analysis:
     params:
         dirs=[EXTRACT_DIR.format(task=t) for t in TASKS],
         out=lambda wildcards, output: os.path.dirname(output.summary),
+        config=job_config,
         cfg=analysis_key(),
     log:
         f"{LOGS}/analysis.log",
@@ -53,5 +55,5 @@ rule analysis:
         mem_mb=res("analysis", "mem_mb"),
         runtime=res("analysis", "runtime"),
     shell:
-        "glocal analyze --config {input.config:q} --extract {params.dirs:q} --out {params.out:q} "
+        "glocal analyze --config {params.config:q} --extract {params.dirs:q} --out {params.out:q} "
         "> {log:q} 2>&1"

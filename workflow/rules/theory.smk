@@ -4,11 +4,12 @@
 rule theory:
     """glocal theory: numerical checks of the section-2 claims -> results/theory/checks.csv (+ data CSVs)."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=ancient(LATEST_CONFIG),
     output:
         checks=f"{RESULTS}/theory/checks.csv",
     params:
         out=lambda wildcards, output: os.path.dirname(output.checks),
+        config=job_config,
         cfg=theory_key(),
     log:
         f"{LOGS}/theory.log",
@@ -22,4 +23,4 @@ rule theory:
         runtime=res("theory", "runtime"),
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "glocal theory --config {input.config:q} --out {params.out:q} > {log:q} 2>&1"
+        "glocal theory --config {params.config:q} --out {params.out:q} > {log:q} 2>&1"

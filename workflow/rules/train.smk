@@ -4,7 +4,7 @@
 rule train:
     """glocal train: one HPO run (task, strategy, seed) -> results/runs/{task}/{strategy}/seed{seed}/."""
     input:
-        config=ancient(RESOLVED_CONFIG),
+        config=ancient(LATEST_CONFIG),
     output:
         summary=f"{RUN_DIR}/summary.json",
         metrics=f"{RUN_DIR}/metrics.csv",
@@ -14,6 +14,7 @@ rule train:
         task=_regex([t for t in ALL_TASKS if t not in WEIGHT_TASKS]),
     params:
         out=lambda wildcards, output: os.path.dirname(output.summary),
+        config=job_config,
         cfg=train_key,
     log:
         f"{LOGS}/train/{{task}}/{{strategy}}/seed{{seed}}.log",
@@ -28,7 +29,7 @@ rule train:
         gpu=gpu_request,
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
-        "glocal train --config {input.config:q} --task {wildcards.task} "
+        "glocal train --config {params.config:q} --task {wildcards.task} "
         "--strategy {wildcards.strategy} --seed {wildcards.seed} --out {params.out:q} "
         "> {log:q} 2>&1"
 
