@@ -261,7 +261,9 @@ class TrainingDynamics:
     ``model.named_parameters()`` order), then ``optimizer.n_buffers`` parameter-sized buffers
     (momentum: the velocity; Adam: the first and second moments), then ``optimizer.n_counters``
     step counters (Adam: the number of steps taken, which its bias correction reads, as
-    ``torch.optim.Adam`` keeps ``step`` in its state). :meth:`optimizer_state` names the parts.
+    ``torch.optim.Adam`` keeps ``step`` in its state; counted in the state's dtype, exact up to
+    2^24 steps in float32). :meth:`optimizer_state` names the parts. A state from ``s`` steps of
+    training therefore continues Adam's bias correction at step s + 1.
 
     Parameters
     ----------
