@@ -11,7 +11,8 @@ training steps) and every batch size of the ``extract`` config section:
    under mini-batches this is done for K = ``n_batch_orders`` independent batch orders
    (orders 0..K-1; order 0 continues the training order) from the same theta_s;
 3. for every prefix length tau, estimate h_{s->s+T} from the prefix h_{s->s+1..s+tau} with each
-   estimator (``limit``, ``horizon`` with steps_ahead = T - tau, ``local`` = h_{s->s+tau}) and
+   estimator (``limit``; ``horizon``, ``robust`` and ``auto`` with steps_ahead = T - tau;
+   ``local`` = h_{s->s+tau}) and
    each noise-robust variant (``smoothed``: fit a trailing moving average of the prefix;
    ``averaged``: fit the mean prefix over the K batch orders; ``truncated``: POD rank by the energy
    threshold ``truncate_energy``), and compare with the target:
@@ -66,8 +67,12 @@ __all__ = [
 ESTIMATE_COLUMNS = [
     "task", "setting", "batch_size", "window_start", "realization", "tau", "estimator", "rel_error", "cosine",
     "norm", "target_norm", "fallback", "reason", "degenerate", "growing", "rank", "condition_number",
-    "spectral_radius", "bound", "bound_abs", "residual",
+    "spectral_radius", "bound", "bound_abs", "residual", "kappa", "rate", "choice",
 ]
+#: Estimators whose fit depends on the POD rank (the ``truncated`` variant applies to them).
+RANK_ESTIMATORS = ("limit", "horizon", "auto")
+#: Estimators the PyDMD peer computes (``<estimator>+pydmd*`` rows).
+PEER_ESTIMATORS = ("limit", "horizon")
 SPECTRA_COLUMNS = ["task", "setting", "window_start", "batch_size", "realization", "tau", "estimator", "re", "im"]
 NOISE_COLUMNS = [
     "task", "setting", "batch_size", "window_start", "n_orders", "target_norm", "rel_spread_rms", "rel_spread_min",
@@ -303,6 +308,7 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
                 "bound": (b_abs / tn if tn > 0 else b_abs) if b_abs is not None else float("nan"),
                 "bound_abs": b_abs if b_abs is not None else float("nan"),
                 "residual": d.get("residual", float("nan")),
+                "kappa": d.get("kappa", ""), "rate": d.get("rate", ""), "choice": d.get("choice", ""),
             })
             eig = d.get("eigenvalues")
             if name != "local" and isinstance(eig, torch.Tensor) and eig.numel():
@@ -317,7 +323,9 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
         t1 = time.perf_counter()
         svd_rank, svd_rank_omega = PYDMD_SETTINGS[peer]
         tn = float(torch.linalg.norm(target))
-        fitted = [e for e in estimators if e != "local"]
+        fitted = [e for e in estimators if e in PEER_ESTIMATORS]
+        if not fitted:
+            return
         results = pydmd_dmdc_estimate(prefix, fitted, T - tau, svd_rank=svd_rank, svd_rank_omega=svd_rank_omega,
                                       delay=delay)
         for name in fitted:
@@ -381,7 +389,7 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
                     for peer in peers:
                         add_peer_estimates(base, prefix, target, tau, peer)
                     if "truncated" in variants:
-                        fitted = [e for e in estimators if e != "local"]
+                        fitted = [e for e in estimators if e in RANK_ESTIMATORS]
                         add_estimates(base, prefix, target, tau, "+truncated", fitted, energy=truncate_energy)
                 if "averaged" in variants and n_orders > 1:
                     add_estimates({**base0, "realization": "mean"}, H[:, idx].mean(0), target, tau, "+averaged",

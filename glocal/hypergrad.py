@@ -268,7 +268,8 @@ def _reverse_through_graph(
         for batch in batches:
             s = step_fn(s, p, batch)
         v = val_fn(s, p)
-        (h,) = torch.autograd.grad(v, p, allow_unused=True)
+        # phi may never enter the graph (a step and meta objective that ignore it): then h = 0
+        h = torch.autograd.grad(v, p, allow_unused=True)[0] if v.requires_grad else None
     h = torch.zeros_like(p) if h is None else h
     return ReverseResult(h=h.detach(), final_state=s.detach(), val_loss=float(v.detach()))
 
@@ -351,9 +352,10 @@ def _window_through_graph(
             s = step_fn(s, p, batch)
             if t == rec[len(vals)]:
                 vals.append(val_fn(s, p))
-        # Shortest chain first; the last (longest) backward pass frees the graph.
+        # Shortest chain first; the last (longest) backward pass frees the graph. phi may never
+        # enter the graph (a step and meta objective that ignore it): then h = 0.
         grads = [torch.autograd.grad(v, p, retain_graph=k + 1 < len(vals), allow_unused=True)[0]
-                 for k, v in enumerate(vals)]
+                 if v.requires_grad else None for k, v in enumerate(vals)]
     s = s.detach()
     with torch.no_grad():
         for batch in batches[rec[-1] :]:

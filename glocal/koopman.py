@@ -12,6 +12,12 @@ eigenvalue-1 (constant) mode. Estimators:
 * ``horizon`` (ours): the fitted model run forward ``steps_ahead`` steps from the last
   snapshot, eigenvalues of A clipped into the closed unit disk: a growing mode is frozen at
   its current size (its eigenvalue scaled onto the unit circle) about the model's fixed point.
+* ``robust`` (ours, opt-in, for mini-batch noise): a level plus one decay rate shared by all
+  coordinates fitted to the trajectory itself (:func:`shared_rate_fit`) and run ``steps_ahead``
+  steps, its correction to h_tau shrunk by kappa in [0, 1] from a backtest on the window's first
+  half (:func:`backtest_shrinkage`; kappa = 0 gives local). Gives up most of ``horizon``'s gains at full batch.
+* ``auto`` (ours): ``horizon`` or ``robust``, whichever predicts h_tau better from the window's
+  first half (the same backtest); the choice is in the diagnostics (``choice``).
 * ``local``: h_tau itself (the baseline).
 
 Scale and precision. The fit never depends on the size or the floating type of its input: the
@@ -29,11 +35,14 @@ ill-conditioned ``I - A`` (:func:`fixed_point_condition` above ``max_condition``
 radius above 1 and most of the last snapshot in those modes: there is no limit), a non-finite
 value, or an estimate larger than ``max_norm_ratio`` times the largest observed ||h_t||.
 Degenerate and growing fits are flagged in the diagnostics whether or not they fall back.
+``robust`` (and ``auto``) fall back when the window is too short for the backtest (tau < 6) or
+the shared-rate forecast is non-finite or above the norm guard; kappa = 0 is not a fallback.
 Everything is torch.linalg, so it runs on the trajectory's device.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +51,14 @@ import torch
 __all__ = [
     "DMDFit",
     "GlocalEstimate",
+    "SharedRateFit",
+    "shared_rate_fit",
+    "shared_rate_grid",
+    "backtest_shrinkage",
     "hankel_dmd",
     "glocal_estimate",
     "ESTIMATORS",
+    "NEEDS_STEPS_AHEAD",
     "RANK_RULES",
     "growing_share",
     "fixed_point_condition",
@@ -52,7 +66,9 @@ __all__ = [
     "validate_trajectory",
 ]
 
-ESTIMATORS = ("limit", "horizon", "local")
+ESTIMATORS = ("limit", "horizon", "robust", "auto", "local")
+#: Estimators that extrapolate a given number of steps and so need ``steps_ahead``.
+NEEDS_STEPS_AHEAD = ("horizon", "robust", "auto")
 #: How the POD rank is chosen when ``rank`` is not given (see :func:`hankel_dmd`).
 RANK_RULES = ("oht", "full", "overdetermined")
 DEFAULT_RANK_RULE = "full"
@@ -353,6 +369,181 @@ def growing_share(fit: DMDFit, fixed_point: torch.Tensor) -> float:
     return float(amp[grow].sum()) / total if total > 0 else 0.0
 
 
+# ------------------------------------------------------------------------------ the robust estimator
+#: Candidate rates of :func:`shared_rate_fit`: how many, and the shortest time scale c (lam = 1 - 1/c).
+N_RATES = 60
+MIN_TIMESCALE = 1.05
+#: Fewest rows a shared-rate fit accepts (two coefficients per coordinate plus the shared rate).
+MIN_SHARED_RATE_STEPS = 3
+
+
+def shared_rate_grid(tau: int, *, n_rates: int = N_RATES, min_timescale: float = MIN_TIMESCALE) -> torch.Tensor:
+    """The candidate rates lam = 1 - 1/c, c log-spaced in [min_timescale, max(tau, min_timescale)] (float64, increasing).
+
+    The slowest candidate has time scale tau: a slower decay cannot be told from a drift within
+    the window.
+    """
+    if not isinstance(n_rates, int) or isinstance(n_rates, bool) or n_rates < 1:
+        raise ValueError(f"n_rates must be a positive int, got {n_rates!r}")
+    if not min_timescale > 1.0:
+        raise ValueError(f"min_timescale must exceed 1 (a rate 1 - 1/c in (0, 1)), got {min_timescale!r}")
+    hi = max(float(tau), float(min_timescale))
+    c = torch.logspace(math.log10(min_timescale), math.log10(hi), n_rates, dtype=_FIT_DTYPE)
+    return 1.0 - 1.0 / c
+
+
+@dataclass
+class SharedRateFit:
+    """h_t ~ level + rate^t * amplitude for t = 1..tau: one decay rate shared by every coordinate.
+
+    ``level`` (the eigenvalue-1 mode) and ``amplitude`` are float64 in the input's scale;
+    ``residual`` is the fraction of the trajectory's variation about its mean left unexplained
+    (root of the squared-norm ratio, in [0, 1]); ``residuals`` holds that number for every
+    candidate in ``rates`` (the profile the rate was chosen on).
+    """
+
+    level: torch.Tensor
+    amplitude: torch.Tensor
+    rate: float
+    residual: float
+    tau: int
+    scale: float
+    rates: torch.Tensor
+    residuals: torch.Tensor
+
+    def predict(self, steps_ahead: int) -> torch.Tensor:
+        """The fitted h_{tau + steps_ahead} (float64, input scale)."""
+        return self.level + self.rate ** (self.tau + int(steps_ahead)) * self.amplitude
+
+
+def shared_rate_fit(trajectory: Any, *, n_rates: int = N_RATES, min_timescale: float = MIN_TIMESCALE) -> SharedRateFit:
+    """Fit a level plus one shared decay rate to a (tau, q) trajectory (optimized-DMD style, on the trajectory itself).
+
+    For every candidate lam of :func:`shared_rate_grid` the trajectory H (rows h_1..h_tau) is
+    projected on the two columns Phi_lam = [1, lam^t]; the rate with the smallest residual
+    ||(I - P_Phi) H||_F wins and (level, amplitude) = Phi_lam^+ H. Projecting on [1, u] is
+    centring plus projecting on the centred u, so the residual of every candidate is
+    ||H_c||^2 - ||W^T u_c||^2 / ||u_c||^2 with W = U S the SVD factor of the centred H_c:
+    O(tau^2 q) once, then O(tau min(tau, q)) per candidate, cheap for q in the thousands.
+    Runs in float64 on H divided by its largest row norm (scale-free). Ties go to the faster
+    rate (a constant trajectory gets the fastest candidate and amplitude 0).
+    """
+    traj = validate_trajectory(trajectory)
+    tau, q = traj.shape
+    if tau < MIN_SHARED_RATE_STEPS:
+        raise ValueError(f"shared_rate_fit needs a trajectory of at least {MIN_SHARED_RATE_STEPS} steps, got tau={tau}")
+    x = traj.to(_FIT_DTYPE)
+    scale = float(torch.linalg.norm(x, dim=1).max())
+    if scale > 0:
+        x = x / scale
+    dev = x.device
+    rates = shared_rate_grid(tau, n_rates=n_rates, min_timescale=min_timescale).to(dev)
+    mean = x.mean(dim=0)
+    xc = x - mean
+    total = float(torch.sum(xc * xc))
+    U, S, _ = torch.linalg.svd(xc, full_matrices=False)
+    W = U * S  # (tau, k): ||(I - P) H_c||_F = ||(I - P) W||_F for any projection P acting on rows
+    t = torch.arange(1, tau + 1, dtype=_FIT_DTYPE, device=dev)
+    u = rates[:, None] ** t  # (n_rates, tau)
+    uc = u - u.mean(dim=1, keepdim=True)
+    uc = uc / torch.linalg.norm(uc, dim=1, keepdim=True)
+    explained = torch.sum((uc @ W) ** 2, dim=1)
+    resid = (total - explained).clamp_min(0.0)
+    best = int(torch.argmin(resid))
+    lam = float(rates[best])
+    ub = u[best]
+    ubc = ub - ub.mean()
+    amplitude = (ubc @ xc) / float(ubc @ ubc)
+    level = mean - float(ub.mean()) * amplitude
+    rel = torch.sqrt(resid / total) if total > 0 else torch.zeros_like(resid)
+    return SharedRateFit(scale * level if scale > 0 else level, scale * amplitude if scale > 0 else amplitude,
+                         lam, float(rel[best]), tau, scale, rates, rel)
+
+
+def backtest_shrinkage(predicted_change: torch.Tensor, actual_change: torch.Tensor) -> tuple[float, float]:
+    """kappa = clip(<d_m, d_r> / ||d_m||^2, 0, 1), and the unclipped ratio.
+
+    d_m is what the first half's model predicted the trajectory would move from h_tb to h_tau,
+    d_r how it actually moved. kappa is the least-squares shrinkage of the model's correction
+    toward the local hypergradient: 1 when the model predicted the move, 0 when it predicted
+    nothing useful (or nothing at all: d_m = 0 gives 0).
+    """
+    dm = predicted_change.to(_FIT_DTYPE).reshape(-1)
+    dr = actual_change.to(_FIT_DTYPE).reshape(-1)
+    nm = float(dm @ dm)
+    if not nm > 0:
+        return 0.0, 0.0
+    raw = float(dm @ dr) / nm
+    if not math.isfinite(raw):
+        return 0.0, raw
+    return min(max(raw, 0.0), 1.0), raw
+
+
+def _shared_rate_forecast(x: torch.Tensor, steps_ahead: int, max_norm_ratio: float
+                          ) -> tuple[torch.Tensor, SharedRateFit, str | None]:
+    """F(H, n) of the robust estimator: the shared-rate fit's h_{tau+n}, or h_tau with a reason when guarded.
+
+    ``x`` is float64. The guard: a non-finite value, or a norm above ``max_norm_ratio`` times
+    the largest observed row norm of ``x``.
+    """
+    fit = shared_rate_fit(x)
+    value = fit.predict(steps_ahead)
+    if not bool(torch.isfinite(value).all()):
+        return x[-1].clone(), fit, "non-finite shared-rate forecast"
+    norm = float(torch.linalg.norm(value))
+    if norm > max_norm_ratio * fit.scale:
+        return x[-1].clone(), fit, (f"shared-rate forecast norm {norm:.3g} exceeds {max_norm_ratio:g} x the largest "
+                                    f"observed norm {fit.scale:.3g}")
+    return value, fit, None
+
+
+def _robust_estimate(x: torch.Tensor, steps_ahead: int, max_norm_ratio: float
+                     ) -> tuple[torch.Tensor, bool, str | None, dict[str, Any]]:
+    """The gated shared-rate estimate of a float64 trajectory ``x``: (value, fallback, reason, diagnostics).
+
+    tb = tau // 2; d_m = F(H[:tb], tau - tb) - h_tb; d_r = h_tau - h_tb;
+    kappa = :func:`backtest_shrinkage` (d_m, d_r); estimate h_tau + kappa (F(H, n) - h_tau).
+    The backtest errors (input scale) are those of predicting h_tau from the first half by the
+    local hypergradient h_tb (``backtest_local``), by the first half's shared-rate forecast
+    (``backtest_shared_rate``) and by the gated one h_tb + kappa d_m (``backtest_robust``; kappa
+    is fitted on this very point, so it is at most the smaller of the other two).
+    """
+    tau = x.shape[0]
+    tb = tau // 2
+    local = x[-1]
+    nan = float("nan")
+    diag: dict[str, Any] = {"rank": 1, "delay": 1, "eigenvalues": torch.zeros(0, dtype=torch.complex128),
+                            "condition_number": nan, "spectral_radius": nan, "residual": nan,
+                            "scale": float(torch.linalg.norm(x, dim=1).max()), "rate": nan, "timescale": nan,
+                            "rate_half": nan, "kappa": 0.0, "kappa_raw": nan, "backtest_local": nan,
+                            "backtest_shared_rate": nan, "backtest_robust": nan}
+    if tb < MIN_SHARED_RATE_STEPS:
+        return local.clone(), True, (f"window too short for the robust estimator's backtest (tau={tau}; its first "
+                                     f"half needs >= {MIN_SHARED_RATE_STEPS} steps, so tau >= "
+                                     f"{2 * MIN_SHARED_RATE_STEPS})"), diag
+    forecast, fit, reason = _shared_rate_forecast(x, steps_ahead, max_norm_ratio)
+    diag.update({"rate": fit.rate, "timescale": 1.0 / (1.0 - fit.rate), "residual": fit.residual,
+                 "spectral_radius": fit.rate,
+                 "eigenvalues": torch.tensor([fit.rate], dtype=torch.complex128)})
+    if fit.scale == 0 or float(torch.linalg.norm(fit.amplitude)) == 0.0:
+        diag["constant"] = True
+    half_forecast, half_fit, half_reason = _shared_rate_forecast(x[:tb], tau - tb, max_norm_ratio)
+    h_tb = x[tb - 1]
+    d_m, d_r = half_forecast - h_tb, local - h_tb
+    kappa, raw = backtest_shrinkage(d_m, d_r)
+    diag.update({
+        "rate_half": half_fit.rate, "kappa": kappa, "kappa_raw": raw,
+        "backtest_local": float(torch.linalg.norm(d_r)),
+        "backtest_shared_rate": float(torch.linalg.norm(d_m - d_r)),
+        "backtest_robust": float(torch.linalg.norm(kappa * d_m - d_r)),
+    })
+    if half_reason is not None:
+        diag["backtest_reason"] = half_reason
+    if reason is not None:
+        return local.clone(), True, reason, diag
+    return local + kappa * (forecast - local), False, None, diag
+
+
 def glocal_estimate(
     trajectory: Any,
     *,
@@ -377,12 +568,14 @@ def glocal_estimate(
         Any real dtype: the fit runs in float64 and the value comes back in the input's dtype
         (float64 for non-tensor input).
     estimator:
-        ``limit`` (default), ``horizon`` or ``local``; see the module docstring.
+        ``limit`` (default), ``horizon``, ``robust``, ``auto`` or ``local``; see the module docstring.
     delay, rank, energy, rtol, rank_rule:
-        Passed to :func:`hankel_dmd`.
+        Passed to :func:`hankel_dmd` (``robust`` fits the trajectory itself and ignores them;
+        ``auto`` passes them to its ``horizon`` fits).
     steps_ahead:
-        For ``horizon``: how many steps past the last row to extrapolate (the remaining
-        length of training). Required for ``horizon``.
+        For ``horizon``, ``robust`` and ``auto``: how many steps past the last row to
+        extrapolate (the remaining length of training, in rows of the trajectory). Required
+        for them.
     max_condition, max_norm_ratio, max_growing_share, collapse_tol:
         Guards; see the module docstring. ``max_condition`` and ``max_growing_share`` apply to
         ``limit`` only (``horizon`` clips growing modes onto the unit circle and never inverts
@@ -398,7 +591,14 @@ def glocal_estimate(
         ``value`` has shape (q,) (or () for a 1-D input) and is always finite. Its
         diagnostics: rank, n_snapshots, residual, eigenvalues, spectral_radius,
         condition_number, degenerate, growing, growing_share (limit), n_clipped (horizon),
-        scale, tau, delay.
+        scale, tau, delay. ``robust`` reports rate (lam*; also as the one eigenvalue and the
+        spectral radius), timescale 1 / (1 - lam*), residual (of the shared-rate fit),
+        rate_half (the backtest fit's rate), kappa and kappa_raw (unclipped), and the backtest
+        errors backtest_local, backtest_shared_rate, backtest_robust (input scale; see
+        :func:`_robust_estimate`), with backtest_reason when the first half's forecast was
+        guarded. ``auto`` reports choice (``horizon`` or ``robust``), backtest_horizon (the first
+        half's ``horizon`` estimate of h_tau, its error), the robust diagnostics, and the
+        chosen estimator's fit diagnostics (rank, eigenvalues, ...).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
@@ -420,8 +620,18 @@ def glocal_estimate(
 
     if estimator == "local":
         return finish(local.clone(), False, None, {"rank": 0, "eigenvalues": no_eig})
-    if estimator == "horizon" and (steps_ahead is None or int(steps_ahead) < 0):
-        raise ValueError(f"estimator='horizon' needs steps_ahead >= 0, got {steps_ahead!r}")
+    if estimator in NEEDS_STEPS_AHEAD and (steps_ahead is None or int(steps_ahead) < 0):
+        raise ValueError(f"estimator={estimator!r} needs steps_ahead >= 0 (the steps still to go after the window), "
+                         f"got {steps_ahead!r}")
+    if estimator == "robust":
+        value, fallback, reason, diag = _robust_estimate(traj.to(_FIT_DTYPE), int(steps_ahead), max_norm_ratio)
+        return finish(value, fallback, reason, diag)
+    if estimator == "auto":
+        opts = {"delay": delay, "rank": rank, "energy": energy, "rtol": rtol, "rank_rule": rank_rule,
+                "max_condition": max_condition, "max_norm_ratio": max_norm_ratio,
+                "max_growing_share": max_growing_share, "collapse_tol": collapse_tol}
+        value, fallback, reason, diag = _auto_estimate(traj.to(_FIT_DTYPE), int(steps_ahead), opts)
+        return finish(value, fallback, reason, diag)
     if delay > tau:
         return finish(local.clone(), True, f"delay {delay} longer than the trajectory (tau={tau})",
                       {"rank": 0, "eigenvalues": no_eig})
@@ -503,3 +713,31 @@ def glocal_estimate(
             f"estimate norm {norm:.3g} exceeds {max_norm_ratio:g} x the largest observed norm {fit.scale:.3g}", diag,
         )
     return finish(value, False, None, diag)
+
+
+def _auto_estimate(x: torch.Tensor, steps_ahead: int, opts: dict[str, Any]
+                   ) -> tuple[torch.Tensor, bool, str | None, dict[str, Any]]:
+    """``auto``: ``horizon`` or ``robust`` on a float64 trajectory ``x``, chosen by the first-half backtest.
+
+    Both predict h_tau from the first tb = tau // 2 rows: ``horizon`` by its own fit run tau - tb
+    steps, ``robust`` by h_tb + kappa d_m (its gated backtest forecast). ``horizon`` is chosen
+    when its error is strictly smaller; ties (e.g. both equal to the local h_tb) go to ``robust``.
+    Returns (value, fallback, reason, diagnostics) like the other estimators.
+    """
+    tau = x.shape[0]
+    tb = tau // 2
+    r_value, r_fallback, r_reason, diag = _robust_estimate(x, steps_ahead, opts["max_norm_ratio"])
+    diag["choice"] = "robust"
+    diag["backtest_horizon"] = float("nan")
+    if tb < MIN_SHARED_RATE_STEPS:  # no backtest: robust has fallen back to local, and so does auto
+        return r_value, r_fallback, r_reason, diag
+    half = glocal_estimate(x[:tb], estimator="horizon", steps_ahead=tau - tb, **opts)
+    e_horizon = float(torch.linalg.norm(half.value - x[-1]))
+    diag["backtest_horizon"] = e_horizon
+    diag["backtest_horizon_fallback"] = half.fallback
+    if not e_horizon < diag["backtest_robust"]:
+        return r_value, r_fallback, r_reason, diag
+    full = glocal_estimate(x, estimator="horizon", steps_ahead=steps_ahead, **opts)
+    robust_diag = {k: v for k, v in diag.items() if k not in full.diagnostics}
+    robust_diag.update({"robust_residual": diag["residual"], "robust_fallback": r_fallback})
+    return full.value, full.fallback, full.reason, {**full.diagnostics, **robust_diag, "choice": "horizon"}

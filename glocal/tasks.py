@@ -21,7 +21,7 @@ import torch
 from glocal.config import ConfigError, task_config
 from glocal.data import DataSplits, load_dataset
 from glocal.dynamics import Batch, HyperBlock, HyperSpace, OptimizerConfig, TrainingDynamics
-from glocal.models import build_model
+from glocal.models import IMAGE_INPUT_KINDS, build_model
 
 __all__ = ["Task", "build_task", "TASKS"]
 
@@ -122,7 +122,7 @@ class Task:
 
 
 def _model_needs_images(kind: str) -> bool:
-    return kind in ("cnn", "wrn")
+    return kind in IMAGE_INPUT_KINDS
 
 
 def build_task(config: Mapping[str, Any], task: str, seed: int, device: torch.device, dtype: torch.dtype) -> Task:

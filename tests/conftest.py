@@ -1,13 +1,23 @@
 """Shared fixtures and hypothesis profiles for the glocal test suite.
 
-Hypothesis profiles: ``ci`` (few examples, derandomized: the default) and ``thorough``
-(200 examples). Pick one with the environment variable ``HYPOTHESIS_PROFILE``.
+Hypothesis profiles (pick one with the environment variable ``HYPOTHESIS_PROFILE``):
+
+* ``ci`` (default): 25 examples per property, no example database. The random seed is fixed per commit
+  (derived from ``git rev-parse HEAD``, or ``GLOCAL_HYPOTHESIS_SEED``, or pytest's ``--hypothesis-seed``)
+  and printed in the session header: a run is reproducible, and every new commit sees new inputs.
+* ``thorough``: 200 examples per property, fresh random inputs every run.
+* ``mutation``: 5 derandomized examples (scripts/mutation_test.sh runs the tests once per mutant).
+
+No test sets ``max_examples`` itself except as a fraction of the profile's (``settings.default.max_examples``),
+so ``HYPOTHESIS_PROFILE=thorough`` reaches every property test.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +26,9 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",
-    max_examples=10,
+    max_examples=25,
     deadline=None,
-    derandomize=True,
+    database=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -29,7 +39,48 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+settings.register_profile(  # scripts/mutation_test.sh: every mutant runs the property tests; few fixed examples
+    "mutation",
+    max_examples=5,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def _ci_seed() -> tuple[int | None, str]:
+    """(seed, where it came from) for the ``ci`` profile; (None, ...) for the other profiles (fresh seeds)."""
+    if "GLOCAL_HYPOTHESIS_SEED" in os.environ:
+        return int(os.environ["GLOCAL_HYPOTHESIS_SEED"]), "GLOCAL_HYPOTHESIS_SEED"
+    if settings.get_current_profile_name() != "ci":
+        return None, f"profile {settings.get_current_profile_name()!r}: seeded by hypothesis"
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        return int(head[:8], 16), f"git commit {head[:12]}"
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return 0, "no git checkout: fixed seed 0"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from hypothesis import core
+
+    if config.getoption("hypothesis_seed", None) is not None:  # --hypothesis-seed wins
+        config._glocal_hypothesis = f"seed {config.getoption('hypothesis_seed')} (--hypothesis-seed)"
+        return
+    seed, origin = _ci_seed()
+    if seed is not None:
+        core.global_force_seed = seed
+        config._glocal_hypothesis = f"seed {seed} ({origin}; rerun with --hypothesis-seed={seed})"
+    else:
+        config._glocal_hypothesis = origin
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"hypothesis: profile {settings.get_current_profile_name()!r}, "
+            f"{settings.default.max_examples} examples, {getattr(config, '_glocal_hypothesis', '')}")
 
 # The models here are tiny: intra-op threads only add contention (and under pytest-xdist the
 # workers would oversubscribe the cores), so every test process computes single-threaded.
@@ -150,3 +201,56 @@ def relerr():
 def batch_factory():
     """``make_batches`` as a fixture."""
     return make_batches
+
+
+# ---------------------------------------------------------------------------- engine tolerances
+def phi_dependent_meta(val_fn, n_params: int):
+    """A meta objective that depends on phi directly as well as through theta_T: the validation loss plus a
+    regularizer on phi and a phi-weighted penalty on the parameters (so d val / d phi is nonzero and also
+    depends on theta_T). With it, an engine that drops the direct term is off by O(||h||)."""
+
+    def meta(state: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+        theta = state[:n_params]
+        return val_fn(state, phi) + 0.02 * (phi * phi).mean() + 0.05 * torch.tanh(phi).mean() * (theta * theta).mean()
+
+    return meta
+
+
+def fd_reference(step_fn, val_fn, state, phi, batches, *, eps: float = 1e-5, indices=None):
+    """Central differences with their own per-coordinate error bound: (fd, bound).
+
+    The bound is theory_checks.bounds.finite_difference_error at step ``eps``: truncation eps^2/6 |f'''|
+    with f''' estimated by Richardson from a second difference at 2 eps, plus the rounding through the
+    ``len(batches)`` unrolled steps, sqrt(len(batches)) u (|val| + ||grad val|| ||theta||) / eps.
+    Coordinates not in ``indices`` are NaN."""
+    from glocal.hypergrad import finite_difference_hypergradient, unroll
+    from theory_checks.bounds import finite_difference_error, richardson_third_derivative, rounding_scale
+
+    fd = finite_difference_hypergradient(step_fn, val_fn, state, phi, batches, eps=eps, indices=indices)
+    fd2 = finite_difference_hypergradient(step_fn, val_fn, state, phi, batches, eps=2 * eps, indices=indices)
+    scale = rounding_scale(val_fn, unroll(step_fn, state, phi, batches), phi)
+    bound = finite_difference_error(eps, value_scale=scale, steps=len(batches), dtype=phi.dtype,
+                                    third_derivative=richardson_third_derivative(fd, fd2, eps))
+    return fd, bound
+
+
+def assert_fd_close(h: torch.Tensor, fd: torch.Tensor, bound: torch.Tensor, what: str = "") -> float:
+    """Every coordinate of ``h`` (where ``fd`` is not NaN) within the finite differences' own error bound;
+    returns the largest error / bound."""
+    keep = ~torch.isnan(fd)
+    assert keep.any(), "no finite-difference coordinate to compare"
+    ratio = float(((h[keep] - fd[keep]).abs() / bound[keep]).max())
+    assert ratio <= 1.0, f"{what}: |h - fd| exceeds the finite-difference error bound {ratio:.3g}x"
+    return ratio
+
+
+@pytest.fixture
+def fd_check():
+    """``(fd_reference, assert_fd_close)`` as a fixture."""
+    return fd_reference, assert_fd_close
+
+
+@pytest.fixture
+def meta_factory():
+    """``phi_dependent_meta`` as a fixture."""
+    return phi_dependent_meta

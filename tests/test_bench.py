@@ -23,7 +23,8 @@ def _reference(task, T):
 
 
 @pytest.mark.parametrize("peer", PEERS)
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-8), (torch.float32, 1e-4)])
+# float64: engine against engine, round-off level (measured ~3e-16); float32: 8 steps of float32 round-off
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-4)])
 def test_peer_agrees_with_reverse_hypergradient(peer, dtype, tol):
     status = peer_status()[peer]
     if not status["available"]:
@@ -96,8 +97,8 @@ def test_reverse_graph_equals_default(problem, q):
     s0, phi, batches, h = _reference(task, 7)
     g = reverse_hypergradient(task.dynamics.step, task.val_fn(), s0, phi, batches, checkpoint="graph")
     d = reverse_hypergradient(task.dynamics.step, task.val_fn(), s0, phi, batches)
-    assert torch.allclose(g.h, h, rtol=1e-10, atol=1e-12)
-    assert torch.allclose(g.final_state, d.final_state, rtol=1e-10, atol=1e-12)
+    assert float((g.h - h).norm() / h.norm()) <= 1e-12
+    assert float((g.final_state - d.final_state).norm() / d.final_state.norm()) <= 1e-12
     assert g.val_loss == pytest.approx(d.val_loss, rel=1e-12)
 
 

@@ -203,8 +203,16 @@ def test_mse_loss_and_metrics():
     assert float(dyn.loss_fn(x, y)(state, torch.zeros(0))) == pytest.approx(1.0)
     clf = TrainingDynamics(_mlp(), OptimizerConfig(), HyperSpace([]))
     xs, ys = _data(20)
-    acc = clf.accuracy(clf.init_state(0, dtype=F64), xs, ys)
-    assert 0.0 <= acc <= 1.0
+    state = clf.init_state(0, dtype=F64)
+    # predictions computed without the library: the flat state's leading entries are the parameters in order
+    model, params, offset = _mlp(), {}, 0
+    for name, numel, shape in zip(clf.param_names, clf.param_numels, clf.param_shapes):
+        params[name] = state[offset : offset + numel].reshape(shape)
+        offset += numel
+    pred = torch.func.functional_call(model, params, (xs,)).argmax(dim=1)
+    assert clf.accuracy(state, xs, ys) == pytest.approx(float((pred == ys).double().mean()), abs=1e-15)
+    assert clf.accuracy(state, xs, pred) == 1.0  # labels equal to the predictions
+    assert clf.accuracy(state, xs, (pred + 1) % 3) == 0.0  # labels that are never predicted
     assert "TrainingDynamics" in repr(clf)
 
 

@@ -9,7 +9,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glocal.koopman import glocal_estimate, hankel_dmd, validate_trajectory
+from glocal.koopman import (
+    backtest_shrinkage,
+    glocal_estimate,
+    hankel_dmd,
+    shared_rate_fit,
+    shared_rate_grid,
+    validate_trajectory,
+)
 
 TOL = 1e-8
 F64 = torch.float64
@@ -300,7 +307,7 @@ def _noisy_modal(seed: int, q: int = 4, tau: int = 30) -> torch.Tensor:
 
 
 @given(seed=st.integers(0, 2**16), exponent=st.sampled_from([-12, -9, -6, -3, 3, 6, 9, 12]),
-       estimator=st.sampled_from(["limit", "horizon", "local"]), delay=st.integers(1, 3),
+       estimator=st.sampled_from(["limit", "horizon", "robust", "auto", "local"]), delay=st.integers(1, 3),
        option=st.sampled_from([{}, {"rank": 2}, {"energy": 0.999}, {"rank_rule": "oht"},
                                {"rank_rule": "overdetermined"}, {"rtol": 1e-6}]))
 def test_estimate_is_equivariant_to_the_scale_of_its_input(seed, exponent, estimator, delay, option):
@@ -312,6 +319,10 @@ def test_estimate_is_equivariant_to_the_scale_of_its_input(seed, exponent, estim
     assert a.fallback == b.fallback and a.reason == b.reason or a.reason.split(":")[0] == b.reason.split(":")[0]
     assert a.diagnostics["rank"] == b.diagnostics["rank"]
     assert _rel(b.value / c, a.value) <= 1e-8
+    if estimator in ("robust", "auto"):  # neither the rate, the shrinkage nor the choice depends on the scale
+        assert a.diagnostics["choice" if estimator == "auto" else "rate"] == b.diagnostics[
+            "choice" if estimator == "auto" else "rate"]
+        assert a.diagnostics["kappa"] == pytest.approx(b.diagnostics["kappa"], rel=1e-8, abs=1e-12)
 
 
 def test_scaled_trajectories_keep_their_modes():
@@ -438,3 +449,181 @@ def test_agrees_with_pydmd_dmdc_with_a_constant_input():
     peer = pydmd_dmdc_estimate(H[:tau], ["limit", "horizon"], 7)
     assert _rel(peer["limit"][0], ours) <= 1e-9 and not peer["limit"][1]
     assert _rel(peer["horizon"][0], H[tau - 1 + 7]) <= 1e-9
+
+
+# ---------------------------------------------------------------------------- robust and auto (issue 12)
+def _shared_rate_sequence(seed: int, q: int, lam: float, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """h_t = a + lam^t b, t = 1..length: a level and one decay rate shared by all q coordinates."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(q, generator=g, dtype=F64), torch.randn(q, generator=g, dtype=F64)
+    t = torch.arange(1, length + 1, dtype=F64)[:, None]
+    return a + lam**t * b, a, b
+
+
+@pytest.mark.parametrize("tau", [6, 25, 80])
+@pytest.mark.parametrize("index", [0, 17, 41, 59])
+def test_shared_rate_fit_recovers_level_and_rate_exactly(tau, index):
+    lam = float(shared_rate_grid(tau)[index])
+    H, a, b = _shared_rate_sequence(tau + index, 5, lam, tau + 30)
+    fit = shared_rate_fit(H[:tau])
+    assert fit.rate == lam and fit.tau == tau
+    assert fit.residual <= 1e-7  # root of a relative squared norm: float64 round-off is ~1e-8
+    assert _rel(fit.level, a) <= 1e-9 and _rel(fit.amplitude, b) <= 1e-9
+    for n in (0, 7, 30):
+        assert _rel(fit.predict(n), H[tau - 1 + n]) <= 1e-10
+    assert int(torch.argmin(fit.residuals)) == index
+
+
+def test_shared_rate_grid_and_fit_arguments():
+    grid = shared_rate_grid(100)
+    assert grid.shape == (60,) and grid.dtype == F64 and bool((grid[1:] > grid[:-1]).all())
+    assert float(grid[0]) == pytest.approx(1 - 1 / 1.05) and float(grid[-1]) == pytest.approx(1 - 1 / 100)
+    assert shared_rate_grid(50, n_rates=7).shape == (7,)
+    with pytest.raises(ValueError, match="n_rates"):
+        shared_rate_grid(10, n_rates=0)
+    with pytest.raises(ValueError, match="min_timescale"):
+        shared_rate_grid(10, min_timescale=1.0)
+    with pytest.raises(ValueError, match="tau=2"):
+        shared_rate_fit(torch.ones(2, 3, dtype=F64))
+
+
+def test_robust_estimate_is_exact_when_kappa_is_one():
+    """A slow shared rate: the first half's fit (rates only up to time scale tau/2) under-predicts the move,
+    the unclipped shrinkage exceeds 1, kappa = 1, and the estimate is the exact h_{tau+n}."""
+    tau, n = 40, 60
+    lam = float(shared_rate_grid(tau)[-2])
+    H, _, _ = _shared_rate_sequence(3, 6, lam, tau + n)
+    est = glocal_estimate(H[:tau], estimator="robust", steps_ahead=n)
+    d = est.diagnostics
+    assert not est.fallback, est.reason
+    assert d["kappa_raw"] > 1 and d["kappa"] == 1.0
+    assert d["rate"] == lam and d["spectral_radius"] == lam and d["residual"] <= 1e-7
+    assert _rel(est.value, H[tau - 1 + n]) <= 1e-10
+    assert _rel(H[tau - 1], H[tau - 1 + n]) > 0.1  # the local hypergradient is far off
+
+
+def test_robust_estimate_is_local_when_the_first_half_model_is_useless():
+    """The first half decays along b; then the trajectory turns and moves along b + c: the first half's model
+    predicts a move against the actual one, kappa = 0, and the estimate is h_tau."""
+    tau, tb = 30, 15
+    t = torch.arange(1, tau + 1, dtype=F64)[:, None]
+    b, c = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1.0, 0.0], dtype=F64)
+    H = 2.0 + 0.8 ** torch.clamp(t, max=tb) * b + torch.clamp(t - tb, min=0) * 0.05 * (b + c)
+    est = glocal_estimate(H, estimator="robust", steps_ahead=50)
+    d = est.diagnostics
+    assert not est.fallback, est.reason
+    assert d["kappa"] == 0.0 and d["kappa_raw"] <= 0.0
+    assert torch.equal(est.value, H[-1])
+    assert d["backtest_robust"] == pytest.approx(d["backtest_local"])
+    # the ungated shared-rate forecast differs: the gate is what returns the local hypergradient
+    assert d["backtest_shared_rate"] > d["backtest_local"]
+    assert backtest_shrinkage(torch.zeros(3, dtype=F64), c) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+def test_robust_and_auto_run_in_float64_and_return_the_input_dtype(estimator):
+    H = _noisy_modal(4, q=6, tau=40)
+    for dt in (torch.float32, torch.float16, torch.bfloat16):
+        x = H.to(dt)
+        est = glocal_estimate(x, estimator=estimator, steps_ahead=50)
+        assert est.value.dtype == dt
+        fit64 = glocal_estimate(x.double(), estimator=estimator, steps_ahead=50)
+        assert torch.equal(est.value, fit64.value.to(dt))
+        assert est.diagnostics["kappa"] == fit64.diagnostics["kappa"]
+    lst = glocal_estimate(H.tolist(), estimator=estimator, steps_ahead=50)
+    assert lst.value.dtype == F64 and torch.equal(lst.value, glocal_estimate(H, estimator=estimator, steps_ahead=50).value)
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+@pytest.mark.parametrize("exponent", [-12, -6, 6, 12])
+def test_robust_and_auto_are_scale_equivariant(estimator, exponent):
+    """Seeds whose shrinkage lies strictly inside (0, 1) or at 1, and whose auto choice differs: c * H gives c times
+    the estimate, the same rate, kappa and choice."""
+    c = 10.0**exponent
+    kappas, choices = set(), set()
+    for seed in (1, 2, 3, 4):
+        H = _noisy_modal(seed)
+        if estimator == "auto":
+            H = H + 0.02 * torch.randn(H.shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+        a = glocal_estimate(H, estimator=estimator, steps_ahead=40)
+        b = glocal_estimate(c * H, estimator=estimator, steps_ahead=40)
+        assert _rel(b.value / c, a.value) <= 1e-10
+        assert a.diagnostics["rate"] == b.diagnostics["rate"]
+        assert a.diagnostics["kappa"] == pytest.approx(b.diagnostics["kappa"], rel=1e-10)
+        assert b.diagnostics["backtest_local"] == pytest.approx(c * a.diagnostics["backtest_local"], rel=1e-10)
+        kappas.add(round(a.diagnostics["kappa"], 3))
+        choices.add(a.diagnostics.get("choice"))
+    assert len(kappas) >= 2  # the cases exercise the shrinkage, not only kappa = 0
+    if estimator == "auto":
+        assert choices == {"horizon", "robust"}
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+def test_robust_and_auto_need_steps_ahead(estimator):
+    with pytest.raises(ValueError, match="steps_ahead"):
+        glocal_estimate(torch.rand(20, 2, dtype=F64), estimator=estimator)
+    with pytest.raises(ValueError, match="steps_ahead"):
+        glocal_estimate(torch.rand(20, 2, dtype=F64), estimator=estimator, steps_ahead=-1)
+
+
+@pytest.mark.parametrize("estimator", ["robust", "auto"])
+def test_robust_and_auto_are_finite_and_guarded(estimator):
+    import json
+
+    # too short for the backtest: the local hypergradient, flagged as a fallback with the reason
+    short = torch.rand(5, 3, dtype=F64)
+    est = glocal_estimate(short, estimator=estimator, steps_ahead=10)
+    assert est.fallback and "backtest" in est.reason and torch.equal(est.value, short[-1])
+    # constant and zero trajectories are their own forecast
+    for traj in (torch.full((12, 3), 2.5, dtype=F64), torch.zeros(12, 3, dtype=F64)):
+        est = glocal_estimate(traj, estimator=estimator, steps_ahead=10)
+        assert not est.fallback and torch.equal(est.value, traj[-1])
+    # an exploding trajectory: finite, inside the norm guard
+    boom = (2.0 ** torch.arange(30, dtype=F64))[:, None] * torch.tensor([1.0, -1.0], dtype=F64)
+    est = glocal_estimate(boom, estimator=estimator, steps_ahead=100)
+    assert _finite(est) and float(torch.linalg.norm(est.value)) <= 10.0 * float(torch.linalg.norm(boom[-1]))
+    # a forecast far beyond everything seen falls back, saying why
+    t = torch.arange(1, 31, dtype=F64)[:, None]
+    slow = (1.0 - 0.9**t) * torch.tensor([1.0, 2.0], dtype=F64)  # level 1.04x the largest observed norm
+    est = glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.0)
+    assert est.fallback and "exceeds" in est.reason and torch.equal(est.value, slow[-1])
+    assert not glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.1).fallback
+    rec = glocal_estimate(_noisy_modal(1), estimator=estimator, steps_ahead=20).to_record()
+    text = json.dumps(rec)
+    for key in ("kappa", "kappa_raw", "rate", "backtest_local", "backtest_shared_rate", "backtest_robust"):
+        assert key in rec, key
+    assert "NaN" not in text and rec["estimator"] == estimator
+    if estimator == "auto":
+        assert rec["choice"] in ("horizon", "robust") and "backtest_horizon" in rec
+
+
+def test_auto_picks_horizon_on_an_exact_modal_system():
+    """Distinct modes, no noise: the first half's DMD fit predicts h_tau exactly, the shared-rate fit cannot."""
+    H, tau, limit, _ = _system_sequence(6, 3, 3, 1, extra=80)
+    tau = 2 * tau  # the first half alone must determine the DMD model
+    n = 40
+    auto = glocal_estimate(H[:tau], estimator="auto", steps_ahead=n)
+    d = auto.diagnostics
+    assert d["choice"] == "horizon", d
+    assert d["backtest_horizon"] <= 1e-8 * d["backtest_local"] < d["backtest_robust"]
+    hz = glocal_estimate(H[:tau], estimator="horizon", steps_ahead=n)
+    assert torch.equal(auto.value, hz.value) and auto.fallback == hz.fallback
+    assert _rel(auto.value, H[tau - 1 + n]) <= 1e-8
+    assert d["kappa"] >= 0 and "rate" in d  # the robust diagnostics are kept
+
+
+def test_auto_picks_robust_on_a_noisy_shared_rate_trajectory():
+    """A shared decay plus noise: the full-rank DMD fit regresses noise, the shared-rate fit does not."""
+    g = torch.Generator().manual_seed(11)
+    tau, n, q = 50, 100, 8
+    H, _, _ = _shared_rate_sequence(11, q, 0.95, tau + n)
+    noisy = H[:tau] + 0.02 * torch.randn(tau, q, generator=g, dtype=F64)
+    auto = glocal_estimate(noisy, estimator="auto", steps_ahead=n)
+    d = auto.diagnostics
+    assert d["choice"] == "robust", d
+    assert d["backtest_robust"] < d["backtest_horizon"]
+    robust = glocal_estimate(noisy, estimator="robust", steps_ahead=n)
+    assert torch.equal(auto.value, robust.value)
+    target = H[tau - 1 + n]
+    assert _rel(robust.value, target) < _rel(glocal_estimate(noisy, estimator="horizon", steps_ahead=n).value, target)
+    assert _rel(robust.value, target) < 0.5 * _rel(noisy[-1], target)

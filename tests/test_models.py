@@ -16,6 +16,10 @@ SPECS = [
     ({"kind": "cnn", "channels": [4, 8]}, (1, 8, 8)),
     ({"kind": "cnn", "channels": [4, 8, 8], "norm": "none", "pool": "avg"}, (1, 8, 8)),
     ({"kind": "wrn", "depth": 10, "width": 1}, (1, 8, 8)),
+    ({"kind": "gru", "hidden_size": 8}, (1, 8, 8)),
+    ({"kind": "gru", "hidden_size": 6, "layers": 2}, (1, 8, 8)),
+    ({"kind": "transformer", "d_model": 8, "heads": 2, "d_ff": 12}, (1, 8, 8)),
+    ({"kind": "transformer", "d_model": 8, "heads": 4, "layers": 1, "activation": "gelu"}, (1, 8, 8)),
 ]
 
 
@@ -126,11 +130,11 @@ def test_layer_groups_order_and_pairs():
 
 def test_errors():
     with pytest.raises(ValueError, match=r"model\.kind.*logreg"):
-        build_model({"kind": "transformer"}, (64,), 10)
+        build_model({"kind": "resnet"}, (64,), 10)
     with pytest.raises(ValueError, match="flatten=False"):
         build_model({"kind": "cnn"}, (64,), 10)
     with pytest.raises(ValueError, match="depth"):
         build_model({"kind": "wrn", "depth": 12}, (3, 32, 32), 10)
     with pytest.raises(ValueError, match="activation"):
         build_model({"kind": "mlp", "hidden": [4], "activation": "swish"}, (64,), 10)
-    assert set(MODEL_KINDS) == {"logreg", "mlp", "cnn", "wrn"}
+    assert set(MODEL_KINDS) == {"logreg", "mlp", "cnn", "wrn", "gru", "transformer"}

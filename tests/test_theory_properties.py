@@ -1,7 +1,7 @@
 """Property-based checks of DESIGN.md section 2 (theory_checks.properties), with fault injection.
 
 Examples per test come from the hypothesis profile (tests/conftest.py: ``ci`` by default,
-``HYPOTHESIS_PROFILE=thorough`` for 200 examples).
+``HYPOTHESIS_PROFILE=thorough`` for 200 examples); no test here fixes its own count.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from theory_checks import bounds
 from theory_checks import properties as pr
 from theory_checks.quadratic import make_problem
 
@@ -83,10 +84,12 @@ def test_error_never_exceeds_bound(kind, p, kappa, af, seed):
 
 
 # (iv) noise: at most linear growth
-@settings(LOCAL, max_examples=max(3, settings.default.max_examples // 3))  # ~1 s per example
+@LOCAL
 @given(spec=koopman_specs(), noise_seed=st.integers(0, 100))
 def test_noise_response_at_most_linear(spec, noise_seed):
-    r = pr.check_noise(spec.build(), (1e-8, 1e-7, 1e-6, 1e-5), n_draws=3, seed=noise_seed)
+    # median of 11 draws: the change of a single draw is heavy-tailed, and a median of 3 misjudged the slope of
+    # about 1 problem in 100 (0 of 300 with 11 draws)
+    r = pr.check_noise(spec.build(), (1e-8, 1e-7, 1e-6, 1e-5), n_draws=11, seed=noise_seed)
     assert r.passed, (spec, r.measured, r.extra["error"])
 
 
@@ -134,9 +137,36 @@ def test_fault_argument_validated():
         pr.estimate_with_fault(P.h_trajectory(12), "bogus", delay=5, rank=5)
 
 
-# (v) complexity slopes (timing: retried up to 3 times on this shared machine)
-@pytest.mark.parametrize("kind", ["tau", "q", "T"])
-def test_complexity_slopes(kind):
-    sizes = {"q": [2, 8, 32], "tau": [4, 8, 16], "T": [16, 64, 256]}[kind]
-    r = pr.measure_complexity(kind, sizes, p=65536 if kind == "q" else 8192, fixed=4, repeats=2, attempts=3)
-    assert r.passed, (r.check, r.extra["slope"], r.extra["times"])
+# (v) complexity: exponents of deterministic operation counts (wall times: `glocal theory`, reported only)
+@pytest.mark.parametrize("kind,sizes,fixed", [("tau", [4, 8, 16], 4), ("q", [2, 4, 8, 16], 8), ("T", [16, 32, 64], 4)])
+def test_complexity_exponents(kind, sizes, fixed):
+    r = pr.measure_complexity(kind, sizes, fixed=fixed)
+    assert r.passed, (r.check, r.extra["exponent"], r.extra["counts"])
+    counts = r.extra["counts"]
+    assert counts == sorted(counts) and counts[0] > 0
+    assert pr.measure_complexity(kind, sizes, fixed=fixed).extra["counts"] == counts  # deterministic
+
+
+def test_forward_q_count_sees_the_vmapped_directions():
+    """The counter sits below vmap: the q tangent directions are counted, and every extra direction adds the
+    same work (up to the q x q identity and other O(q) bookkeeping, < 1e-3 of it); the plain log-log slope
+    is below 1 because the primal step is computed once, which is why the check fits the exponent of the
+    increments."""
+    qs = [1, 2, 3, 4]
+    counts = pr.count_forward_q(qs, tau=3)
+    inc = [b - a for a, b in zip(counts, counts[1:])]
+    assert inc[0] > 3 * 3 * pr.COUNT_STATE, counts  # at least one state-sized tangent op per step
+    assert max(inc) - min(inc) <= 1e-3 * min(inc), counts
+    assert bounds.fit_loglog_slope([2, 4, 8], pr.count_forward_q([2, 4, 8], tau=3)) < 0.9
+
+
+def test_complexity_check_can_fail():
+    """An engine whose work grew like q^2 (or tau^2) fails; a large constant part (the per-step overhead of a
+    tiny problem) does not hide a linear law."""
+    sizes = [2, 4, 8, 16]
+    assert not pr.check_complexity("forward_trajectory", "q", sizes, [500 + 7 * q * q for q in sizes]).passed
+    assert not pr.check_complexity("forward_trajectory", "tau", sizes, [3 * t ** 1.5 for t in sizes]).passed
+    assert pr.check_complexity("forward_trajectory", "q", sizes, [10**6 + 7 * q for q in sizes]).passed
+    with pytest.raises(ValueError, match="3 distinct sizes"):
+        pr.leading_exponent([2, 4], [1, 2])
+    assert pr.complexity_grid([10, 20]) == [10, 20, 40]

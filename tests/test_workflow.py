@@ -26,7 +26,7 @@ VENV_BIN = Path(sys.executable).parent
 # glocal/config.py: the Snakefile runs its cross-key config checks (loaded by path, without torch)
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "configs", "workflow", "profiles", "glocal/config.py"]
 SMOKE = "configs/smoke.yaml"
-SMOKE_TIMEOUT = 900  # seconds; the smoke DAG takes a few minutes on 2 cores
+SMOKE_TIMEOUT = 1800  # seconds: a hang guard (the smoke DAG takes a few minutes on 2 idle cores, 15 on busy ones)
 
 # import name -> conda package name, where they differ
 IMPORT_TO_PACKAGE = {
@@ -414,6 +414,78 @@ def test_cuda_env_matches_cpu_env():
 # ------------------------------------------------------------------------------------------
 # end to end with the real glocal command line (smoke config)
 # ------------------------------------------------------------------------------------------
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_smoke_numbers(wf: Path, scratch: Path) -> None:
+    """Values of a finished smoke run against the library called directly with the same resolved config
+    (CPU, float64, one thread: the same numbers to the last bit)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from glocal.cli import main as glocal_main
+    from glocal.config import load_config
+    from glocal.hypergrad import reverse_hypergradient, unroll
+    from glocal.tasks import build_task
+    from theory_checks import properties as pr
+    from theory_checks.quadratic import make_problem
+
+    resolved = wf / "results/config.resolved.yaml"
+    cfg = load_config(str(resolved))
+    assert cfg["dtype"] == "float64" and cfg["device"] == "cpu"
+
+    # training: a direct `glocal train` of the same config and seed gives the same summary numbers and metrics
+    for task, strategy in (("lr", "glocal"), ("reweight", "global")):
+        run = wf / f"results/runs/{task}/{strategy}/seed0"
+        out = scratch / task / strategy
+        assert glocal_main(["train", "--config", str(resolved), "--task", task, "--strategy", strategy,
+                            "--seed", "0", "--out", str(out), "--no-progress"]) == 0
+        piped, direct = (json.loads((d / "summary.json").read_text()) for d in (run, out))
+        assert piped["final"] == direct["final"], (task, strategy, piped["final"], direct["final"])
+        assert piped["hyperparameters"] == direct["hyperparameters"]
+        assert piped["n_hyper_updates"] == direct["n_hyper_updates"] > 0
+        assert piped.get("auc") == direct.get("auc")
+        strip = [{k: v for k, v in r.items() if k != "wall_time"} for r in _rows(run / "metrics.csv")]
+        assert strip == [{k: v for k, v in r.items() if k != "wall_time"} for r in _rows(out / "metrics.csv")]
+
+    # extraction: the recorded exact trajectory's last row is the reverse-mode hypergradient of the same window
+    for task in ("lr", "reweight"):
+        ext = wf / f"results/extract/{task}"
+        meta = json.loads((ext / "meta.json").read_text())
+        dtype = getattr(torch, meta["dtype"])
+        tk = build_task(cfg, task, meta["seed"], torch.device("cpu"), dtype)
+        tk.batch_size = None
+        s = meta["window_starts"][-1]
+        phi = tk.init_phi()
+        state = unroll(tk.dynamics.step, tk.init_state(), phi, tk.batches(0, s))
+        steps = cfg["extract"]["steps"]
+        ref = reverse_hypergradient(tk.dynamics.step, tk.val_fn(), state, phi, tk.batches(s, s + steps)).h
+        h = torch.as_tensor(np.load(ext / "trajectory.npz")[f"h__full__s{s}"][0, -1])
+        rel = float((h - ref).norm() / ref.norm())
+        assert rel <= (1e-12 if dtype == torch.float64 else 1e-5), (task, rel)
+
+    # theory: no check failed; an engine check and the complexity counts equal direct computations
+    th = wf / "results/theory"
+    summary = json.loads((th / "summary.json").read_text())
+    assert summary["failed"] == 0, summary["by_check"]
+    rows = _rows(th / "checks.csv")
+    fd_row = next(r for r in rows if r["check"] == "engines_fd")
+    inp = json.loads(fd_row["inputs"])
+    P = make_problem(inp["kind"], p=inp["p"], q_or_n=inp["q"], kappa=inp["kappa"],
+                     alpha_fraction=inp["alpha_fraction"], seed=inp["seed"])
+    direct = {r.check: r.measured for r in pr.check_engines(P, inp["T"], fd_eps=inp["fd_eps"])}
+    assert float(fd_row["measured"]) == direct["engines_fd"]
+    fwd_row = next(r for r in rows if r["check"] == "engines_forward" and r["case"] == fd_row["case"])
+    assert float(fwd_row["measured"]) == direct["engines_forward"]
+    comp = [r for r in _rows(th / "complexity.csv") if r["check"] == "complexity_forward_trajectory_q" and r["operations"]]
+    sizes, counts = [int(r["size"]) for r in comp], [int(r["operations"]) for r in comp]
+    assert counts == pr.count_forward_q(sizes, tau=min(cfg["theory"]["complexity_sizes"]))
+
+
 def test_smoke_end_to_end(tmp_path: Path):
     """The smoke config runs end to end; one test (not a fixture shared by several) so that
     pytest-xdist never runs the DAG twice."""
@@ -436,6 +508,9 @@ def test_smoke_end_to_end(tmp_path: Path):
             assert path.read_bytes()[:5] == b"%PDF-", rel
     with open(wf / "results/tables/summary.csv") as f:
         assert list(csv.DictReader(f)), "empty summary table"
+
+    # the numbers, not only the files: the pipeline's results equal direct calls of the library
+    check_smoke_numbers(wf, tmp_path / "direct")
 
     # the HTML report shows the figures with their captions
     proc = snakemake(wf, "--configfile", SMOKE, "--report", "results/report.html")
@@ -461,13 +536,14 @@ def test_smoke_end_to_end(tmp_path: Path):
     shutil.copy2(backup, victim)
     assert "Nothing to be done" in output_of(snakemake(wf, "-n", "--configfile", SMOKE))
 
-    # changing one strategy's option reruns only that strategy's runs (params trigger)
+    # changing one strategy's option reruns only the runs that depend on it (params trigger):
+    # glocal's window is also local's (the paper's local baseline uses glocal's window)
     (wf / "window.yaml").write_text("strategy_options:\n  glocal: {window: 7}\n")
     proc = snakemake(wf, "-n", "--configfile", SMOKE, "window.yaml")
     out = output_of(proc)
     assert proc.returncode == 0, out
-    assert job_stats(out) == {"train": 1, "train_weights": 1, "figures": 1, "tables": 1, "all": 1}
-    assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal"}
+    assert job_stats(out) == {"train": 2, "train_weights": 2, "figures": 1, "tables": 1, "all": 1}
+    assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal", "local"}
     # (the dry run above wrote another results/config/<hash>.yaml; the smoke config's is unchanged)
     proc = snakemake(wf, "-n", "--configfile", SMOKE)
     assert "Nothing to be done" in output_of(proc), output_of(proc)

@@ -1,9 +1,10 @@
 """``glocal theory --out DIR``: the section-2 property checks at scale, written as JSON/CSV plus figures.
 
 Outputs in DIR: checks.csv (check, case, inputs (JSON), measured, bound, passed), checks.json (the same rows),
-error_vs_tau.csv, bound_vs_T.csv, spectrum.csv, noise.csv, complexity.csv, summary.json and the figures
-theory_error_vs_tau, theory_bound, theory_spectrum (.png at 300 dpi and .pdf). Failed checks are results:
-the exit code is 0 unless something raised.
+error_vs_tau.csv, bound_vs_T.csv, spectrum.csv, noise.csv, complexity.csv (operation counts, and wall times
+with their spread unless --no-timing), summary.json and the figures theory_error_vs_tau, theory_bound,
+theory_spectrum (.png at 300 dpi and .pdf). Failed checks are results: the exit code is 0 unless something
+raised.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ SMALL: dict[str, Any] = {
     "noise_sigmas": [1e-8, 1e-6, 1e-4],
     "complexity_qs": [2, 4, 8],
     "complexity_state": 8192,
-    "noise_draws": 3,
+    "noise_draws": 7,
 }
 
 
@@ -48,6 +49,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--scale", choices=("small", "full"), default=None,
                    help="small: a quick run (< 1 min); full (default): the config's sizes")
+    p.add_argument("--no-timing", dest="timing", action="store_false",
+                   help="skip the wall-time sweeps (reported only; the complexity checks count operations)")
 
 
 def resolve_settings(config_path: str | None, scale: str | None) -> dict[str, Any]:
@@ -129,15 +132,28 @@ def run(args: argparse.Namespace) -> int:
                                   trunc_ok / nc, 1.0, trunc_ok == len(cases),
                                   {"plain_fraction": plain_ok / nc}))
 
-    # (v) complexity slopes (min over repeats, up to 3 attempts each)
-    comp_rows = []
+    # (v) complexity: exponents of the operation counts (checked, deterministic), and wall times at the
+    # configured state size (reported with their spread, not checked: load and per-call overhead move them)
+    comp_rows, timing = [], []
     ps = int(cfg["complexity_state"])
     sizes = [int(s) for s in cfg["complexity_sizes"]]
     for kind, sz, fixed in (("tau", sizes, 4), ("q", [int(q) for q in cfg["complexity_qs"]], min(sizes)),
                             ("T", [4 * s_ for s_ in sizes], 4)):
-        c = pr.measure_complexity(kind, sz, p=ps, fixed=fixed, repeats=3, attempts=3)
+        c = pr.measure_complexity(kind, sz, fixed=fixed)
         results.append(c)
-        comp_rows += [{"check": c.check, "size": s_, "time_s": t_} for s_, t_ in zip(c.extra["sizes"], c.extra["times"])]
+        tm = pr.measure_timing(kind, sz, p=ps, fixed=fixed, repeats=3) if getattr(args, "timing", True) else None
+        if tm is not None:
+            timing.append(tm)
+        times = {} if tm is None else {s_: i for i, s_ in enumerate(tm["sizes"])}
+        for s_ in sorted(set(c.extra["sizes"]) | set(times)):
+            row = {"check": c.check, "size": s_, "operations": "", "time_median_s": "", "time_min_s": "",
+                   "time_max_s": ""}
+            if s_ in c.extra["sizes"]:
+                row["operations"] = int(c.extra["counts"][c.extra["sizes"].index(s_)])
+            if s_ in times:
+                i = times[s_]
+                row.update(time_median_s=tm["median_s"][i], time_min_s=tm["min_s"][i], time_max_s=tm["max_s"][i])
+            comp_rows.append(row)
 
     # outputs
     rows = [r.row() for r in results]
@@ -148,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_csv(out / "bound_vs_T.csv", bound_rows, ["case", "T", "error", "bound"])
     atomic_write_csv(out / "spectrum.csv", spec_rows, ["case", "which", "re", "im"])
     atomic_write_csv(out / "noise.csv", noise_rows, ["case", "sigma", "error"])
-    atomic_write_csv(out / "complexity.csv", comp_rows, ["check", "size", "time_s"])
+    atomic_write_csv(out / "complexity.csv", comp_rows,
+                     ["check", "size", "operations", "time_median_s", "time_min_s", "time_max_s"])
     figures.plot_error_vs_tau(_pick(tau_rows), out)
     figures.plot_bound(bound_rows, out)
     figures.plot_spectrum(spec_rows, out)
@@ -170,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         "max_error_to_bound_check": {"check": worst.check, "case": worst.case} if worst else None,
         "max_bound_ratio": worst_bound.ratio if worst_bound else None,
         "max_ratio_by_check": {c: max(r.ratio for r in results if r.check == c) for c in by_check},
+        "timing": [{k: t[k] for k in ("check", "p", "fixed", "sizes", "median_s", "min_s", "max_s", "slope",
+                                      "expected")} for t in timing],
         "settings": cfg,
         "scale": args.scale or "full",
         "wall_time_s": time.perf_counter() - t_start,
