@@ -19,7 +19,7 @@ from figures.io import Run, to_float
 
 GRADIENT = ("fixed", "local", "glocal", "global")
 SEARCH = ("random", "tpe")
-BUDGET_FIELDS = ["task", "strategy", "n_seeds", "runs", "wall_time", "test_loss", "test_acc"] + [
+BUDGET_FIELDS = ["task", "strategy", "n_seeds", "n_training_runs", "wall_time", "test_loss", "test_acc"] + [
     f"{s}_{b}_{m}" for s in SEARCH for b in ("runs", "wall") for m in ("test_loss", "test_acc", "n_missing")
 ]
 
@@ -52,7 +52,7 @@ def budget_rows(runs: dict[str, dict[str, dict[int, Run]]]) -> list[dict[str, An
                 s = run.summary
                 budget_runs = float(s.get("n_training_runs") or 1)
                 budget_wall = to_float(s.get("time", {}).get("total"))
-                cols.setdefault("runs", []).append(budget_runs)
+                cols.setdefault("n_training_runs", []).append(budget_runs)
                 cols.setdefault("wall_time", []).append(budget_wall)
                 cols.setdefault("test_loss", []).append(to_float(s.get("final", {}).get("test_loss")))
                 cols.setdefault("test_acc", []).append(to_float(s.get("final", {}).get("test_acc")))
@@ -105,7 +105,7 @@ def budget_markdown(rows: list[dict[str, Any]]) -> str:
                   "| random, equal wall | tpe, equal wall |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in rows if r["task"] == task):
-            cells = [r["strategy"], _pm(r, "runs"), _pm(r, "wall_time"),
+            cells = [r["strategy"], _pm(r, "n_training_runs"), _pm(r, "wall_time"),
                      _pm(r, "test_loss"), _pm(r, "test_acc")]
             for b in ("runs", "wall"):
                 for s in SEARCH:

@@ -1,107 +1,241 @@
-"""Every figure and table with a one-line reading guide: the one source of docs/figures.md and results/README.md."""
+"""Every figure and table with a one-line reading guide and the quantities it shows: the one source of
+docs/figures.md and results/README.md, and what the report captions (workflow/report/*.rst) are checked
+against (tests/test_figures.py)."""
 
 from __future__ import annotations
 
-#: (name pattern, module, title, how to read). "{task}" expands over the tasks found.
-FIGURES: list[tuple[str, str, str, str]] = [
-    ("hpo_curves_{task}", "figures.hpo_curves", "HPO curves",
-     "Validation (top) and test (bottom) loss against training step (left) and wall time (right), one colour "
-     "per strategy; line = mean over seeds, band = min-max; x = a diverged seed's last finite value; "
-     "legend '(k/n seeds)' = seeds missing. Lower and further left is better; global's curve spans its M runs."),
-    ("hyper_trajectories_{task}", "figures.hyper_trajectories", "Hyperparameter trajectories",
-     "One panel per tuned hyperparameter (per-layer learning rates, weight decay, momentum; for reweight the "
-     "mean weight of clean and of flipped examples) against training step; fixed stays flat, random/tpe "
-     "(dashed) show their best trial's constants. For reweight, the clean curve rising above the flipped one "
-     "means the weights separate the noisy labels."),
-    ("reweight_weights", "figures.reweight", "Learned example weights",
-     "Top: histograms of the final weights of clean (green) and flipped (orange) training examples per "
-     "strategy (seeds pooled); well separated humps = label noise detected. Bottom: ROC of the weight as a "
-     "score for 'clean', one curve per seed, AUC mean ± std in the legend (0.5 = chance, 1 = perfect)."),
-    ("error_vs_tau", "figures.error_vs_tau", "Hypergradient error against prefix length",
-     "Relative error of glocal (limit, horizon; red/orange) and local (blue) estimates of the exact h_T "
-     "against the prefix length tau, per task, batch mode (rows) and window start (columns), log-log; dotted: "
-     "the limit fit's model bound; dash-dot gray: the mini-batch noise floor. Glocal below local = the "
-     "Koopman extrapolation helps."),
-    ("koopman_spectra", "figures.spectra", "Koopman spectra",
-     "Fitted DMD eigenvalues in the complex plane with the unit circle. Left: every window of a glocal HPO run "
-     "(colour = window start / training steps); right: the extraction fits at fixed phi per window start. "
-     "Eigenvalues inside the circle = decaying modes (a limit exists); outside = growing modes, where the "
-     "limit estimate is unreliable (the guards fall back to local)."),
-    ("cost", "figures.cost", "Cost",
-     "Wall time per hyperparameter update (solid) and per run (dashed) against T, tau and q for global, local "
-     "and glocal (log-log), dotted reference lines with the expected slopes of DESIGN.md's complexity table "
-     "(fitted and expected slopes in the note). Without results/bench/cost.csv: bars of the HPO runs' "
-     "time per update and per run."),
-    ("theory_error_vs_tau", "figures.theory", "Theory: error against tau",
-     "Quadratic problems with a known limit: glocal (rank n), plain pseudo-inverse and local error against "
-     "tau; the glocal error must drop to the 1e-5 floor (dotted) at tau = n + d + 1 (dash-dot)."),
-    ("theory_bound", "figures.theory", "Theory: bound",
-     "||h_T - h_inf|| (solid) under the Jordan-form bound (dashed) against T, one colour per problem: the solid "
-     "line must stay below its dashed line."),
-    ("theory_spectrum", "figures.theory", "Theory: spectrum",
-     "Exact (o) and Hankel-DMD recovered (x) Koopman eigenvalues of quadratic problems with the unit circle: "
-     "each x should sit in its o."),
-    ("baselines_{task}", "figures.baselines", "Baselines: best validation loss against budget",
-     "Best final validation loss so far against the number of full training runs (left) and wall time "
-     "(right): random/tpe step down trial by trial, global run by run, fixed/local/glocal are single points "
-     "(one run). Lower-left is better; compares gradient-based HPO with black-box search at equal budget."),
+import re
+from dataclasses import dataclass
+
+#: Quantities a caption, a reading guide or a figure may name, each with the pattern (case-insensitive,
+#: on text with the mathtext markup removed) that recognizes it. A caption that names one of these must
+#: list it in its figure's ``quantities``, and the figure must draw it (in an axis label, title, legend
+#: entry or note). Add a quantity here when a new figure shows something new.
+VOCABULARY: dict[str, str] = {
+    "validation loss": r"\bval(idation)?[ _-]?loss",
+    "test loss": r"\btest[ _-]?loss",
+    "training loss": r"\btrain(ing)?[ _-]?loss",
+    "accuracy": r"\baccurac|\bacc\b",
+    "wall time": r"wall[ _-]?(clock )?time",
+    "training step": r"training steps?\b|inner steps?\b",
+    "meta-iteration": r"meta[- ]?iterations?",
+    "trial": r"\btrials?\b",
+    "training runs": r"(number of|full) training runs|\bn training runs\b",
+    "cosine similarity": r"cosine",
+    "relative error": r"relative error|rel\. error",
+    "ratio to local": r"ratio to (the )?(plain )?local|/ ?local\b",
+    "bound": r"\bbounds?\b",
+    "noise floor": r"noise floor",
+    "error floor": r"error floor|1e-5 floor",
+    "prefix length": r"prefix length",
+    "window length": r"window length",
+    "window start": r"window start",
+    "threshold n + d + 1": r"n ?\+ ?d ?\+ ?1",
+    "training horizon": r"training horizon|horizon T\b",
+    "number of hyperparameters": r"number of hyperparameters",
+    "expected slope": r"\bslopes?\b",
+    "eigenvalue": r"eigenvalue",
+    "unit circle": r"unit circle",
+    "fallback": r"f[ae]ll(s|en)? back|fallback|rejected",
+    "AUC": r"\bauc\b",
+    "ROC": r"\broc\b",
+    "true positive rate": r"true positive rate",
+    "false positive rate": r"false positive rate",
+    "example weight": r"(example|learned) weights?",
+    "count": r"\bcounts?\b|number of (training )?examples",
+    "learning rate": r"learning rates?",
+    "weight decay": r"weight decay",
+    "momentum": r"momentum",
+    "peak memory": r"memory",
+    "diagonal": r"diagonal",
+}
+
+
+def normalize(text: str) -> str:
+    """Text as the vocabulary patterns see it: mathtext markup and underscores removed, one line."""
+    text = re.sub(r"\\(mathrm|mathbf|hat|left|right|mathit)\b", " ", text)
+    text = text.replace("\\|", "|").replace("\\", "").replace("$", "")
+    return re.sub(r"[_{}\s]+", " ", text)
+
+
+def quantities_named(text: str) -> set[str]:
+    """The vocabulary quantities that a text names."""
+    t = normalize(text)
+    return {q for q, pattern in VOCABULARY.items() if re.search(pattern, t, re.IGNORECASE)}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure (or one per task, with "{task}" in its pattern)."""
+
+    pattern: str
+    module: str
+    title: str
+    guide: str  #: how to read it (docs/figures.md, results/README.md)
+    quantities: tuple[str, ...]  #: VOCABULARY keys it draws; its caption names each of them and no other
+
+    @property
+    def caption_stem(self) -> str:
+        """workflow/report/<stem>.rst is its report caption."""
+        return self.pattern.replace("_{task}", "")
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table under results/tables/."""
+
+    files: str
+    csv: str  #: the CSV whose header the quantities are checked against (and the .html page the report shows)
+    guide: str
+    quantities: tuple[str, ...]
+    caption_stem: str | None = None  #: workflow/report/<stem>.rst when the report shows it
+
+
+FIGURES: list[Figure] = [
+    Figure("hpo_curves_{task}", "figures.hpo_curves", "HPO curves",
+           "The validation loss (top) and test loss (bottom) of every strategy, one colour each, against the "
+           "training step of its final training run (left: global's last meta-iteration, random and TPE dashed: "
+           "the run of their best trial) and against the wall time the strategy has spent (right, linear), where "
+           "strategies with several runs are one marker per run: global's loss at the end of each meta-iteration, "
+           "the searches' best loss so far after each trial. Lines: mean over seeds, bands: min-max; x = a "
+           "diverged seed's last finite value; '(k/n seeds)' = seeds missing. Lower is better, and further left "
+           "is cheaper.",
+           ("validation loss", "test loss", "training step", "wall time", "meta-iteration", "trial")),
+    Figure("hyper_trajectories_{task}", "figures.hyper_trajectories", "Hyperparameter trajectories",
+           "One panel per tuned hyperparameter against the training step of the run (the same x range in every "
+           "panel): for task lr the learning rate of each named layer, weight decay and momentum; for reweight "
+           "the mean example weight of clean and of flipped examples. local and glocal change them during their "
+           "one run; global keeps them constant within a run, so each of its meta-iterations is a horizontal line "
+           "(light = early, dark = last); fixed stays at the initial value; random and TPE (dashed) show the "
+           "best trial of each seed. For reweight, clean above flipped means the weights separate the noisy "
+           "labels.",
+           ("training step", "meta-iteration", "trial", "learning rate", "weight decay", "momentum",
+            "example weight")),
+    Figure("reweight_weights", "figures.reweight", "Learned example weights",
+           "Top: histograms of the learned weights of clean (green) and flipped (orange) training examples, one "
+           "panel per strategy, seeds pooled, counts on a log axis so that a few misweighted examples show; well "
+           "separated humps = label noise detected. Bottom: ROC of the weight as a score for 'clean' (true "
+           "positive rate: clean examples kept; false positive rate: flipped examples kept), one curve per seed, "
+           "and a zoom on its top-left corner, "
+           "the AUC (mean ± std over seeds) in the legend; the dotted diagonal is chance (AUC 0.5), where fixed "
+           "lies (all its weights are equal).",
+           ("example weight", "count", "ROC", "true positive rate", "false positive rate", "AUC", "diagonal")),
+    Figure("error_vs_tau", "figures.error_vs_tau", "Hypergradient error against prefix length",
+           "Relative error of the estimates of the exact h_T from the first tau local hypergradients of a window, "
+           "against the prefix length tau (log-log): local (blue), glocal limit (red), glocal horizon (orange); "
+           "dashed: the same fit with the POD rank truncated by energy; dotted: the fit (or the local value) of "
+           "the mean over K batch orders (mini-batch rows only). One panel per task and batch mode (rows) and "
+           "window start (columns). Black dotted with bar markers: the limit fit's model bound, drawn only where it "
+           "falls inside the panel; dash-dot gray: the mini-batch noise floor; open black circles: fits that fell "
+           "back to local; variants not drawn (+smoothed) are named under the figure. Below local = the Koopman "
+           "extrapolation helps.",
+           ("relative error", "prefix length", "window start", "bound", "noise floor", "fallback")),
+    Figure("koopman_spectra", "figures.spectra", "Koopman spectra",
+           "Fitted DMD eigenvalues in the complex plane with the unit circle, per task (rows). Left: every window "
+           "fit of a glocal HPO run, coloured by window start / training steps; fits the guards rejected (fell "
+           "back to local) as x. Middle: zoom on the region near 1, where the slow modes that decide the limit "
+           "sit. Right: the extraction fits at fixed phi, one colour per window start. Inside the circle = "
+           "decaying modes (a limit exists); outside = growing modes, where the guards fall back to local.",
+           ("eigenvalue", "unit circle", "window start", "training step", "fallback")),
+    Figure("cost", "figures.cost", "Cost",
+           "Wall time per hyperparameter update (solid) and per training run (dashed) against the training "
+           "horizon T, the window length tau and the number of hyperparameters q for global, local and glocal "
+           "(log-log; the engine in brackets); dotted: the expected slope of the complexity table of "
+           "docs/design.md through the first point, fitted and expected slopes listed under each panel. A sweep "
+           "with fewer than three points of one problem is drawn as points, without a fitted slope. Without "
+           "results/bench/cost.csv: bars of the HPO runs' time per update and per run.",
+           ("wall time", "training horizon", "window length", "number of hyperparameters", "expected slope")),
+    Figure("theory_error_vs_tau", "figures.theory", "Theory: error against window length",
+           "Quadratic problems with a known limit h_inf (one panel each, titled by the system): relative error of "
+           "the glocal estimate with POD rank n, of the plain pseudo-inverse fit and of the local h_tau against "
+           "the window length tau; the glocal error must drop to the 1e-5 error floor (dotted) from tau = "
+           "n + d + 1 (dash-dot) on.",
+           ("relative error", "window length", "error floor", "threshold n + d + 1")),
+    Figure("theory_bound", "figures.theory", "Theory: the error bound",
+           "||h_T - h_inf|| (solid) and its Jordan-form bound (dashed, same colour) against the training horizon "
+           "T, one colour per quadratic problem (named in the legend): each solid line must stay under its "
+           "dashed line.",
+           ("training horizon", "bound")),
+    Figure("theory_spectrum", "figures.theory", "Theory: recovered spectrum",
+           "Exact Koopman eigenvalues (o) of quadratic problems and the Hankel-DMD recovered ones (x), one colour "
+           "per problem, with the unit circle: each x should sit in its o; a gray + is a fitted eigenvalue that "
+           "matches no exact one (a spurious mode of the fit, counted in a note).",
+           ("eigenvalue", "unit circle")),
+    Figure("baselines_{task}", "figures.baselines", "Baselines: best loss against budget",
+           "Best final validation loss so far (top) and the test loss of that run (bottom) against the number of "
+           "full training runs (left) and the wall time (right, log): random and TPE step down trial by trial, "
+           "global run by run; fixed, local and glocal are single runs (points, spread sideways at one run so "
+           "that none hides another). Mean over seeds, bars and bands min-max. Lower-left is better: "
+           "gradient-based HPO against black-box search at equal budget.",
+           ("validation loss", "test loss", "training runs", "wall time", "trial")),
 ]
 
-#: (file under results/tables/, how to read)
-TABLES: list[tuple[str, str]] = [
-    ("summary.md / summary.csv",
-     "Per task x strategy: seeds found/expected, diverged runs, full training runs, final validation/test "
-     "loss and accuracy, AUC (reweight) and wall time, mean ± std (sample std) over seeds."),
-    ("theory.md / theory.csv",
-     "The theory checks of `glocal theory` per check: cases passed/failed, the worst measured value and its "
-     "bound (see docs/theory.md)."),
-    ("error_vs_tau.md",
-     "The extraction analysis (`glocal analyze`): relative error per tau and estimator with the ratio to "
-     "local, per task, batch mode and window start."),
-    ("budget.md / budget.csv",
-     "Gradient strategies against random search and TPE at equal budgets: for each gradient strategy's "
-     "number of full training runs and wall time, the test loss / accuracy of the searches' best trial so far "
-     "(by validation loss), mean ± std over seeds."),
+#: the tables under results/tables/
+TABLES: list[Table] = [
+    Table("summary.md / .csv / .html", "summary.csv",
+          "Per task x strategy: seeds found/expected, diverged runs, full training runs, final validation loss, "
+          "test loss and accuracy, AUC (reweight), wall time and peak memory, mean ± std (sample std) over seeds.",
+          ("training runs", "validation loss", "test loss", "accuracy", "AUC", "wall time", "peak memory"),
+          "table_summary"),
+    Table("budget.md / .csv / .html", "budget.csv",
+          "Gradient strategies against random search and TPE at equal budgets: for each gradient strategy's "
+          "number of full training runs and wall time, the test loss / accuracy of the searches' best run so far "
+          "(selected on the validation set), mean ± std over seeds.",
+          ("training runs", "wall time", "test loss", "accuracy"), "table_budget"),
+    Table("error_vs_tau.md / .csv / .html", "error_vs_tau.csv",
+          "The extraction analysis (`glocal analyze`): relative error per prefix length tau and estimator, with "
+          "the ratio to local, per task, batch mode and window start; the .md adds which estimator beats, ties "
+          "with or loses to local (5% margin); the noise floor of mini-batch settings.",
+          ("relative error", "prefix length", "window start", "ratio to local", "noise floor"),
+          "table_error_vs_tau"),
+    Table("theory.md / .csv / .html", "theory.csv",
+          "The theory checks of `glocal theory` per check: cases passed/failed, the worst measured value and its "
+          "bound (see docs/theory.md).",
+          ("bound",), "table_theory"),
 ]
 
 
 def figure_names(tasks: list[str], include_reweight: bool | None = None) -> list[str]:
     """The concrete figure names for the given tasks (reweight_weights only with a reweight task)."""
     names: list[str] = []
-    for pattern, *_ in FIGURES:
-        if "{task}" in pattern:
-            names += [pattern.format(task=t) for t in tasks]
-        elif pattern == "reweight_weights" and not (include_reweight if include_reweight is not None
-                                                     else "reweight" in tasks):
+    for f in FIGURES:
+        if "{task}" in f.pattern:
+            names += [f.pattern.format(task=t) for t in tasks]
+        elif f.pattern == "reweight_weights" and not (include_reweight if include_reweight is not None
+                                                       else "reweight" in tasks):
             continue
         else:
-            names.append(pattern)
+            names.append(f.pattern)
     return names
+
+
+def spec(name: str) -> Figure:
+    """The catalog entry of a concrete figure name."""
+    for f in FIGURES:
+        if f.pattern == name or ("{task}" in f.pattern and name.startswith(f.pattern.split("{task}")[0])):
+            return f
+    raise KeyError(name)
 
 
 def guide(name: str) -> tuple[str, str]:
     """(title, how to read) of a concrete figure name."""
-    for pattern, _mod, title, text in FIGURES:
-        if pattern == name:
-            return title, text
-        if "{task}" in pattern:
-            pre = pattern.split("{task}")[0]
-            if name.startswith(pre):
-                return f"{title} ({name[len(pre):]})", text
-    raise KeyError(name)
+    f = spec(name)
+    if "{task}" in f.pattern:
+        return f"{f.title} ({name[len(f.pattern.split('{task}')[0]):]})", f.guide
+    return f.title, f.guide
 
 
 def markdown(tasks: list[str] | None = None, figures_dir: str = "figures", tables_dir: str = "tables") -> str:
     """The figure and table list as Markdown (docs/figures.md's list, results/README.md)."""
     lines = ["## Figures", "", f"Each figure is `{figures_dir}/<name>.png` (300 dpi) and `.pdf`.", ""]
     if tasks is None:
-        for pattern, mod, title, text in FIGURES:
-            lines.append(f"* **`{pattern}`** — {title} (`{mod}`). {text}")
+        for f in FIGURES:
+            lines.append(f"* **`{f.pattern}`** — {f.title} (`{f.module}`). {f.guide}")
     else:
         for name in figure_names(tasks):
             title, text = guide(name)
             lines.append(f"* [`{name}`]({figures_dir}/{name}.png) — **{title}**. {text}")
     lines += ["", "## Tables", ""]
-    for f, text in TABLES:
-        lines.append(f"* `{tables_dir}/{f}` — {text}")
+    for t in TABLES:
+        lines.append(f"* `{tables_dir}/{t.files}` — {t.guide}")
     return "\n".join(lines) + "\n"

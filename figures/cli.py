@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from figures import catalog, style
-from figures.io import expected_seeds, load_runs, read_csv
+from figures.io import expected_seeds, load_runs, read_csv, select_runs
+
+RUNS_HELP = ("run indexes (results/runs/{task}/index.json, written by the workflow): read exactly these runs; "
+             "default: the runs the --config asks for (tasks x strategies x seeds), or without --config every "
+             "run directory under RESULTS/runs")
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="experiment YAML (tasks, seeds, figures.dpi/style)")
     p.add_argument("--results", default="results", help="results directory (default: results)")
     p.add_argument("--out", default=None, help="output directory (default: RESULTS/figures)")
+    p.add_argument("--runs", nargs="+", default=None, metavar="INDEX", help=RUNS_HELP)
     p.add_argument("--only", nargs="*", default=None, metavar="NAME", help="draw only these figures")
     p.add_argument("--dpi", type=int, default=None, help="PNG dpi (default: config figures.dpi, else 300)")
 
@@ -50,12 +55,12 @@ def _error_figure(name: str, out: Path, exc: BaseException) -> None:
 
 
 def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
-               only: list[str] | None = None) -> dict[str, Any]:
-    """Draw every figure; {name: returned data or the exception}."""
+               only: list[str] | None = None, run_indexes: list[str] | None = None) -> dict[str, Any]:
+    """Draw every figure; {name: returned data or the exception}. Runs read: ``select_runs``."""
     from figures import baselines, cost, error_vs_tau, hpo_curves, hyper_trajectories, reweight, spectra, theory
 
     config = config or {}
-    runs = load_runs(results)
+    runs = load_runs(results, select_runs(results, config, run_indexes))
     tasks = tasks_of(config, runs, results)
     names = catalog.figure_names(tasks)
     if only:
@@ -74,10 +79,10 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     for task in tasks:
         tr = runs.get(task, {})
         seeds = expected_seeds(tr, config)
-        grad = [s for s in (strat_cfg or tr) if s not in ("random", "tpe")]
+        strategies = list(strat_cfg or tr)
         if f"hpo_curves_{task}" in names:
             draw(f"hpo_curves_{task}", hpo_curves.plot_hpo_curves,
-                 {s: tr.get(s, {}) for s in grad}, task, out / f"hpo_curves_{task}", seeds, grad)
+                 {s: tr.get(s, {}) for s in strategies}, task, out / f"hpo_curves_{task}", seeds, strategies)
         if f"hyper_trajectories_{task}" in names:
             draw(f"hyper_trajectories_{task}", hyper_trajectories.plot_hyper_trajectories,
                  tr, task, out / f"hyper_trajectories_{task}", seeds)
@@ -111,7 +116,8 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     th = [n for n in theory.NAMES if n in names]
     if th:
         try:
-            done.update({n: theory.plot_theory(results / "theory", out, dpi=style._state["dpi"]) for n in th[:1]})
+            drawn = theory.plot_theory(results / "theory", out, dpi=style._state["dpi"])
+            done.update({n: drawn[n] for n in th})
         except Exception as exc:  # noqa: BLE001
             traceback.print_exc()
             for n in th:
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     results = Path(args.results)
     out = Path(args.out) if args.out else results / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    done = render_all(results, out, config, args.only)
+    done = render_all(results, out, config, args.only, args.runs)
     names = done.pop("_names")
     failed = [n for n, v in done.items() if isinstance(v, BaseException)]
     missing = [f"{n}.{ext}" for n in names for ext in ("png", "pdf") if not (out / f"{n}.{ext}").is_file()]

@@ -1,5 +1,5 @@
 """Figure 6: wall time per hyperparameter update and per run against T, tau (and q) for global, local and
-glocal (log-log), with the slopes of the DESIGN.md complexity table; fallback: the HPO runs' timings."""
+glocal (log-log), with the slopes of the complexity table of docs/design.md; fallback: the HPO runs' timings."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from figures.agg import mean_std
 from figures.io import Run, to_float
 
 VARIABLES = ["T", "tau", "q"]
-XLABEL = {"T": "T (inner steps per hypergradient)", "tau": r"$\tau$ (window length, steps)",
-          "q": "q (number of hyperparameters)"}
+XLABEL = {"T": "training horizon T (steps)", "tau": r"window length $\tau$ (steps)",
+          "q": "number of hyperparameters q"}
 METHOD_COLORS = {"global": "global", "local": "local", "glocal": "glocal", "train": "fixed"}
+METHOD_NAMES = {"train": "plain training (T steps, no hypergradient)"}
 
 
 def slope_key(method: str, engine: str) -> str:
@@ -53,59 +54,72 @@ def plot_cost(bench_rows: Sequence[dict[str, Any]] | None, out_stem: str | Path,
     return _from_runs(runs or {}, out_stem)
 
 
+#: sweeps whose points come from different problems (benchmarks/run.py: q = 3 and 4 are optimizer
+#: hyperparameters, larger q per-example weights): drawn as points, never joined or fitted
+MIXED_PROBLEMS = {"q"}
+
+
 def _from_bench(rows, out_stem):
     variables = [v for v in VARIABLES if any(r["variable"] == v for r in rows)]
     variables += sorted({r["variable"] for r in rows} - set(variables))
-    fig, axes = style.subplots(1, len(variables), w=3.4, h=3.0)
+    fig, axes = style.subplots(1, len(variables), w=3.6, h=3.1)
     data: dict[str, Any] = {"series": {}, "slopes": {}}
     devices = sorted({str(r.get("device", "")) for r in rows if r.get("device")})
+    notes: list[str] = []
     for ax, var in zip(axes[0], variables):
         ax.set_label(f"cost/{var}")
         ax.set_xlabel(XLABEL.get(var, var))
         ax.set_ylabel("wall time (s)")
         rs = [r for r in rows if r["variable"] == var]
         methods = style.order({r["method"] for r in rs})
-        notes = []
+        mixed = var in MIXED_PROBLEMS
+        xs_all = []
         for m in methods:
             mr = sorted((r for r in rs if r["method"] == m), key=lambda r: to_float(r["value"]))
             engines = sorted({str(r.get("engine") or "") for r in mr})
             c = style.color(METHOD_COLORS.get(m, m))
             x = np.array([to_float(r["value"]) for r in mr])
-            eng = "/".join(e for e in engines if e)
+            eng = "/".join(e for e in engines if e and e != "none")
             for col, ls, what in (("seconds_per_update", "-", "per update"), ("seconds_per_run", "--", "per run")):
                 y = np.array([to_float(r.get(col)) for r in mr])
                 ok = np.isfinite(y) & (y > 0) & np.isfinite(x) & (x > 0)
                 if not ok.any():
                     continue
-                lab = f"{m}{' [' + eng + ']' if eng else ''}, {what}"
-                ax.plot(x[ok], y[ok], ls=ls, marker=style.MARKERS.get(METHOD_COLORS.get(m, m), "o"), color=c,
-                        label=lab)
+                xs_all += x[ok].tolist()
+                lab = f"{METHOD_NAMES.get(m, m)}{' [' + eng + ']' if eng else ''}, {what}"
+                ax.plot(x[ok], y[ok], ls="none" if mixed else ls, marker=style.MARKERS.get(METHOD_COLORS.get(m, m), "o"),
+                        mfc=c if col == "seconds_per_update" else "white", color=c, label=lab)
                 data["series"][(var, m, col)] = (x[ok].tolist(), y[ok].tolist())
-                if col == "seconds_per_update" and ok.sum() >= 2:
+                if col == "seconds_per_update" and ok.sum() >= 2 and not mixed:
                     slope = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)[0]
                     k = expected(m, var, engines[0] if engines else "")
                     data["slopes"][(var, m)] = (float(slope), k)
                     if k is not None:
                         x0, y0 = x[ok][0], y[ok][0]
                         xs = np.array([x[ok].min(), x[ok].max()])
-                        ax.plot(xs, y0 * (xs / x0) ** k, ":", color=c, lw=1.0,
-                                label=f"_ref {m} slope {k:g}")
-                        notes.append(f"{m}: fitted slope {slope:.2f}, expected {k:g}")
+                        ax.plot(xs, y0 * (xs / x0) ** k, ":", color=c, lw=1.0, label=f"_ref {m} slope {k:g}")
+                        notes.append(f"{var}: {m} fitted slope {slope:.2f}, expected {k:g}"
+                                     + (f" ({ok.sum()} points)" if ok.sum() < 3 else ""))
                     else:
-                        notes.append(f"{m}: fitted slope {slope:.2f} (no table entry)")
+                        notes.append(f"{var}: {m} fitted slope {slope:.2f} (no table entry)")
+        if mixed and xs_all:
+            notes.append(f"{var}: the points come from different problems (benchmarks/run.py), so they are not "
+                         "joined and no slope is fitted")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"cost against {var}")
-        if notes:
-            style.note(ax, "\n".join(notes), loc="top")
-    ref = style.plt.Line2D([], [], ls=":", color="k", label="expected slope (DESIGN.md table), through 1st point")
+        style.ticks_at(ax, xs_all)
+        ax.set_title(f"cost against {XLABEL.get(var, var).split(' (')[0]}")
+    ref = style.plt.Line2D([], [], ls=":", color="k",
+                           label="expected slope (complexity table, docs/design.md), through the 1st point")
     style.finish(fig)
     style.legend_below(fig, axes, ncol=3, extra=[ref])
-    fig.subplots_adjust(bottom=0.34, top=0.86)
+    fig.subplots_adjust(bottom=0.36, top=0.86)
     fig.suptitle("Cost of hypergradient estimation (results/bench/cost.csv"
-                 + (f"; device {', '.join(devices)}" if devices else "") + ")", fontsize=9)
+                 + (f"; device {', '.join(devices)}" if devices else "") + ")", fontsize=10)
+    style.footnote(fig, notes)
     data.update(style.save(fig, out_stem))
     data["source"] = "bench"
+    data["notes"] = notes
     return data
 
 

@@ -117,22 +117,71 @@ def load_run(path: Path, task: str, strategy: str, seed: int) -> Run | None:
                columns(read_csv(path / "trials.csv")))
 
 
-def load_runs(results: str | Path) -> dict[str, dict[str, dict[int, Run]]]:
-    """{task: {strategy: {seed: Run}}} of results/runs/{task}/{strategy}/seed{seed}/ (readable ones)."""
+#: (task, strategy, seed, run directory) of one run to read
+RunRef = tuple[str, str, int, Path]
+
+
+def found_runs(results: str | Path) -> list[RunRef]:
+    """Every run directory results/runs/{task}/{strategy}/seed{seed}/ that exists (used without a config)."""
     root = Path(results) / "runs"
-    out: dict[str, dict[str, dict[int, Run]]] = {}
+    refs: list[RunRef] = []
     if not root.is_dir():
-        return out
+        return refs
     for tdir in sorted(p for p in root.iterdir() if p.is_dir()):
         for sdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
             for rdir in sorted(p for p in sdir.iterdir() if p.is_dir() or p.is_symlink()):
                 m = _SEED.match(rdir.name)
-                if not m:
-                    continue
-                run = load_run(rdir, tdir.name, sdir.name, int(m.group(1)))
-                if run is not None:
-                    out.setdefault(tdir.name, {}).setdefault(sdir.name, {})[run.seed] = run
+                if m:
+                    refs.append((tdir.name, sdir.name, int(m.group(1)), rdir))
+    return refs
+
+
+def config_runs(results: str | Path, config: dict[str, Any]) -> list[RunRef]:
+    """The runs a config asks for: enabled tasks x ``strategies`` x ``seeds`` (whether they exist or not)."""
+    root = Path(results) / "runs"
+    tasks = [t for t, c in (config.get("tasks") or {}).items() if (c or {}).get("enabled", True)]
+    return [(t, s, int(n), root / t / s / f"seed{n}") for t in tasks for s in config.get("strategies") or []
+            for n in config.get("seeds") or []]
+
+
+def index_runs(paths: list[str | Path]) -> list[RunRef]:
+    """The runs listed in run indexes (``results/runs/{task}/index.json``, written by the workflow from the
+    runs its figures and tables depend on): {"task": t, "runs": [{"strategy", "seed", "path"}]}, each path
+    relative to the index's directory. A missing or malformed index is an error that names the file."""
+    refs: list[RunRef] = []
+    for p in paths:
+        p = Path(p)
+        try:
+            doc = json.loads(p.read_text())
+            refs += [(str(doc["task"]), str(r["strategy"]), int(r["seed"]), p.parent / r["path"])
+                     for r in doc["runs"]]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"run index {str(p)!r} is unreadable or malformed ({type(exc).__name__}: {exc}); "
+                             "expected {\"task\": ..., \"runs\": [{\"strategy\", \"seed\", \"path\"}]}") from exc
+    return refs
+
+
+def load_runs(results: str | Path, select: list[RunRef] | None = None) -> dict[str, dict[str, dict[int, Run]]]:
+    """{task: {strategy: {seed: Run}}} of the readable runs among ``select`` (default: every run directory
+    under results/runs/). Tables and figures pass the runs of the current config (``config_runs``,
+    ``index_runs``), so a run left over from another config is never read."""
+    out: dict[str, dict[str, dict[int, Run]]] = {}
+    for task, strategy, seed, rdir in (found_runs(results) if select is None else select):
+        run = load_run(Path(rdir), task, strategy, seed)
+        if run is not None:
+            out.setdefault(task, {}).setdefault(strategy, {})[seed] = run
     return out
+
+
+def select_runs(results: str | Path, config: dict[str, Any] | None = None,
+                indexes: list[str | Path] | None = None) -> list[RunRef] | None:
+    """The runs tables and figures read: those of the run indexes if given, else those the config asks for,
+    else (None) every run directory found."""
+    if indexes:
+        return index_runs(indexes)
+    if config and config.get("tasks") and config.get("strategies") is not None and config.get("seeds") is not None:
+        return config_runs(results, config)
+    return None
 
 
 def expected_seeds(runs: dict[str, dict[int, Run]], config: dict[str, Any] | None = None) -> list[int]:

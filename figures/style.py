@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,12 @@ ESTIMATOR_STYLE = {
 }
 
 RC = {
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "legend.fontsize": 7,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
     "lines.linewidth": 1.3,
     "lines.markersize": 4,
     "axes.grid": True,
@@ -114,8 +115,10 @@ def legend_below(fig, axes, ncol: int | None = None, extra: list | None = None) 
         if hd.get_label() not in labels:
             handles.append(hd)
             labels.append(hd.get_label())
-    if handles and all(lb.split(" ")[0] in COLORS for lb in labels):
-        key = [order([lb.split(" ")[0] for lb in labels]).index(lb.split(" ")[0]) for lb in labels]
+    heads = [re.split(r"[ :,]", lb)[0] for lb in labels]
+    if handles and any(h in COLORS for h in heads):  # strategies in their canonical order, the rest after
+        rank = {h: i for i, h in enumerate(order([h for h in heads if h in COLORS]))}
+        key = [(rank.get(h, len(rank)), i) for i, h in enumerate(heads)]
         handles, labels = zip(*[(h, lb) for _, h, lb in sorted(zip(key, handles, labels), key=lambda t: t[0])])
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=ncol or min(len(labels), 4), frameon=False,
@@ -143,16 +146,71 @@ def line_data(fig) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
     return out
 
 
+def figure_text(fig) -> str:
+    """Every visible text of a figure (titles, axis labels, legend entries, notes, colorbar labels; tick labels
+    left out), one per line: what a reader can read in it, which the captions are checked against."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # lay out legends and tick labels
+    ticks = {id(t) for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()}
+    seen: list[str] = []
+    for t in fig.findobj(Text):
+        s = t.get_text().strip()
+        if s and t.get_visible() and id(t) not in ticks and s not in seen:
+            seen.append(s)
+    return "\n".join(seen)
+
+
+def footnote(fig, lines: list[str], y: float = 0.0) -> None:
+    """Notes under the panels (missing seeds, values off scale): outside every axis, so no line crosses them;
+    each wrapped to the figure's width."""
+    if lines:
+        import textwrap
+
+        width = max(60, int(fig.get_figwidth() * 17))  # characters of 7-pt text across the figure
+        text = "\n".join(w for line in lines for w in textwrap.wrap(line, width, subsequent_indent="  "))
+        fig.text(0.01, y, text, ha="left", va="top", fontsize=7, color="#444444")
+
+
 def save(fig, out_stem: str | Path, dpi: int | None = None) -> dict[str, Any]:
-    """Read back the line data, write out_stem.png (300 dpi) and .pdf, close; return {'lines', 'paths'}."""
+    """Read back the line data and the text, write out_stem.png (300 dpi) and .pdf, close;
+    return {'lines', 'text', 'paths'}."""
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     data = line_data(fig)
+    text = figure_text(fig)
     paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
     fig.savefig(paths[0], dpi=dpi or _state["dpi"])
     fig.savefig(paths[1])
     plt.close(fig)
-    return {"lines": data, "paths": [str(p) for p in paths]}
+    return {"lines": data, "text": text, "paths": [str(p) for p in paths]}
+
+
+def plain_log_labels(axis) -> None:
+    """Tick labels of a log axis written plainly ('0.3', '20') instead of '3x10^-1'."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v, _):  # only 2x and 5x, and only on an axis of at most two decades: labels never collide
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0 or math.log10(hi / lo) > 2:
+            return ""
+        mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
+        return f"{v:g}" if mantissa in (2.0, 5.0) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def ticks_at(ax, values) -> None:
+    """x ticks of a log axis at the measured values, plainly labelled (no colliding '3x10^0 4x10^0' labels)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    vals = sorted({float(v) for v in values if np.isfinite(v) and v > 0})
+    if vals:
+        ax.xaxis.set_major_locator(FixedLocator(vals))
+        ax.set_xticklabels([f"{v:g}" for v in vals])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def finite(a) -> np.ndarray:

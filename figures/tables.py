@@ -1,24 +1,32 @@
-"""``glocal tables --results results --out results/tables``: summary.md/.csv (final metrics and wall time,
-mean +- std over seeds, per task x strategy), theory.md/.csv, error_vs_tau.md, budget.md/.csv (gradient
-strategies against black-box search at equal runs and equal wall time), and results/README.md."""
+"""``glocal tables --results results --out results/tables``: summary.md/.csv (final metrics, wall time and
+peak memory, mean +- std over seeds, per task x strategy), theory.md/.csv, error_vs_tau.md/.csv, budget.md/.csv
+(gradient strategies against black-box search at equal runs and equal wall time), each .md also as .html (for
+the report), and results/README.md.
+The runs read are those of the run indexes (--runs) or of the config (figures.io.select_runs)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from figures import catalog, style
 from figures.agg import mean_std
-from figures.io import Run, expected_seeds, load_runs, read_csv, read_json, to_float
+from figures.io import Run, expected_seeds, load_runs, read_csv, read_json, select_runs, to_float
 
 METRICS = ["val_loss", "test_loss", "val_acc", "test_acc"]
 SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_seeds", "n_diverged",
                    "n_training_runs"]
                   + [f"{m}_{s}" for m in METRICS + ["auc", "wall_time"] for s in ("mean", "std")]
-                  + ["wall_time_per_update_mean", "engine"])
+                  + ["wall_time_per_update_mean", "peak_memory_mb_mean", "peak_memory_mb_std", "engine"])
+
+
+#: the Markdown tables also written as HTML pages (for the report): name -> page title
+HTML_TABLES = {"summary": "Summary", "budget": "Equal budgets", "error_vs_tau": "Error against prefix length",
+               "theory": "Theory checks"}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -26,6 +34,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="table directory (default: RESULTS/tables)")
     p.add_argument("--config", default=None, help="experiment YAML (expected seeds and tasks); optional")
     p.add_argument("--readme", default=None, help="README path (default: RESULTS/README.md)")
+    from figures.cli import RUNS_HELP
+
+    p.add_argument("--runs", nargs="+", default=None, metavar="INDEX", help=RUNS_HELP)
 
 
 def _final(run: Run, metric: str) -> float:
@@ -60,6 +71,8 @@ def summary_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, A
             per = [to_float(r.summary.get("time", {}).get("total")) / to_float(r.summary.get("n_hyper_updates"))
                    for r in rs if to_float(r.summary.get("n_hyper_updates")) > 0]
             row["wall_time_per_update_mean"] = mean_std(per)[0]
+            row["peak_memory_mb_mean"], row["peak_memory_mb_std"], _ = mean_std(
+                [to_float(r.summary.get("peak_memory_mb")) for r in rs])
             row["engine"] = " ".join(sorted({str(r.summary.get("engine")) for r in rs if r.summary.get("engine")}))
             rows.append(row)
     return rows
@@ -75,12 +88,12 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     out = ["# Summary: final metrics per task and strategy", "",
            "Mean ± sample standard deviation over seeds (final values after the last step; for random/tpe the "
            "best trial; a single seed shows no ±). `runs` = full training runs used; `wall time` = whole run "
-           "(s); diverged runs are counted and left out of the means.", ""]
+           "(s); `memory` = peak memory of the run (MB); diverged runs are counted and left out of the means.", ""]
     for task in sorted({r["task"] for r in rows}):
         rs = [r for r in rows if r["task"] == task]
         has_auc = any(math.isfinite(r["auc_mean"]) for r in rs)
         head = ["strategy", "seeds", "runs", "val loss", "test loss", "test acc"] + (["AUC"] if has_auc else []) \
-            + ["wall time (s)", "s / update", "diverged", "engine"]
+            + ["wall time (s)", "s / update", "memory (MB)", "diverged", "engine"]
         out += [f"## task `{task}`", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rs:
             seeds = f"{r['n_seeds']}/{r['n_expected_seeds']}" + (f" (missing {r['missing_seeds']})"
@@ -90,7 +103,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
             if has_auc:
                 cells.append(pm(r["auc_mean"], r["auc_std"]))
             cells += [pm(r["wall_time_mean"], r["wall_time_std"], 3), style.fmt(r["wall_time_per_update_mean"]),
-                      str(r["n_diverged"]), r["engine"] or "-"]
+                      style.fmt(r["peak_memory_mb_mean"], 4), str(r["n_diverged"]), r["engine"] or "-"]
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if not rows:
@@ -135,9 +148,12 @@ def theory_markdown(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
 
 def error_markdown(analysis: Path) -> str:
     md = analysis / "summary.md"
-    head = "# Hypergradient error against prefix length (`glocal analyze`)\n\n"
-    if md.is_file():
-        return head + md.read_text()
+    head = ("# Hypergradient error against prefix length (`glocal analyze`)\n\n"
+            "For every task, batch mode and window start: the relative error of each estimator against h_T per "
+            "prefix length tau, the ratio to local, and under mini-batches the noise floor "
+            "(the same numbers, one row per setting and tau: error_vs_tau.csv).\n\n")
+    if md.is_file():  # its own title gives way to ours
+        return head + re.sub(r"\A# [^\n]*\n+", "", md.read_text())
     rows = read_csv(analysis / "error_vs_tau.csv")
     if not rows:
         return head + "No extraction analysis found (results/analysis/error_vs_tau.csv).\n"
@@ -147,6 +163,29 @@ def error_markdown(analysis: Path) -> str:
         lines.append(f"| {r['task']} | {r['setting']} | {r['window_start']} | {r['tau']} | {r['estimator']} | "
                      f"{style.fmt(to_float(r['rel_error']))} | {style.fmt(to_float(r['ratio_to_local']))} |")
     return head + "\n".join(lines) + "\n"
+
+
+def error_table(rows: list[dict[str, str]], tasks: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """analysis/error_vs_tau.csv as one row per task, batch mode, window start and prefix length: the relative
+    error of every estimator and, for the non-local ones, the ratio to local; (rows, columns)."""
+    from figures.error_vs_tau import _order
+
+    rows = [r for r in rows if tasks is None or r.get("task") in tasks]
+    ests = sorted({r["estimator"] for r in rows}, key=_order)
+    cols = ["task", "batch mode", "window start", "prefix length tau", "noise floor"]
+    cols += [f"relative error: {e}" for e in ests]
+    cols += [f"ratio to local: {e}" for e in ests if e != "local"]
+    table: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["task"], r["setting"] != "full", r["setting"], int(to_float(r["window_start"])),
+               int(to_float(r["tau"])))
+        mode = "full batch" if r["setting"] == "full" else f"batch size {r.get('batch_size', r['setting'])}"
+        row = table.setdefault(key, {"task": r["task"], "batch mode": mode, "window start": key[3],
+                                     "prefix length tau": key[4], "noise floor": style.fmt(to_float(r.get("noise_floor")))})
+        row[f"relative error: {r['estimator']}"] = style.fmt(to_float(r["rel_error"]))
+        if r["estimator"] != "local":
+            row[f"ratio to local: {r['estimator']}"] = style.fmt(to_float(r.get("ratio_to_local")), 2)
+    return [table[k] for k in sorted(table)], cols
 
 
 def readme(tasks: list[str]) -> str:
@@ -165,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         from glocal.config import load_config
         config = load_config(args.config)
-    runs = load_runs(results)
+    runs = load_runs(results, select_runs(results, config, args.runs))
     rows = summary_rows(runs, config)
     atomic_write_csv(out / "summary.csv", rows, SUMMARY_FIELDS)
     atomic_write_text(out / "summary.md", summary_markdown(rows))
@@ -174,13 +213,20 @@ def run(args: argparse.Namespace) -> int:
                                              "worst_case"])
     atomic_write_text(out / "theory.md", theory_markdown(th, read_json(results / "theory" / "summary.json")))
     atomic_write_text(out / "error_vs_tau.md", error_markdown(results / "analysis"))
+    from figures.cli import tasks_of
+
+    tasks = tasks_of(config, runs, results)
+    erows, ecols = error_table(read_csv(results / "analysis" / "error_vs_tau.csv"), tasks)
+    atomic_write_csv(out / "error_vs_tau.csv", erows, ecols)
     from figures.budget import BUDGET_FIELDS, budget_markdown, budget_rows
 
     brows = budget_rows(runs)
     atomic_write_csv(out / "budget.csv", brows, BUDGET_FIELDS)
     atomic_write_text(out / "budget.md", budget_markdown(brows))
-    from figures.cli import tasks_of
-    tasks = tasks_of(config, runs, results)
+    from figures.html import markdown_to_html
+
+    for name, title in HTML_TABLES.items():  # what the Snakemake report shows (it offers CSVs only as downloads)
+        atomic_write_text(out / f"{name}.html", markdown_to_html((out / f"{name}.md").read_text(), title))
     atomic_write_text(Path(args.readme) if args.readme else results / "README.md", readme(tasks))
     print(f"glocal tables: {len(rows)} summary rows, {len(th)} theory checks -> {out}", file=sys.stderr)
     return 0

@@ -9,7 +9,8 @@ and writes
   and the noise floor (mini-batch settings);
 * ``summary.md`` — per task a table for every (batch mode, window start): rows tau, columns
   estimators (cells: relative error, and the ratio to local in parentheses), and one computed
-  sentence per estimator saying at which tau it beats local and at which it does not;
+  sentence per estimator saying at which tau it beats local, at which it ties (error ratio
+  within ``TIE_MARGIN`` of 1) and at which it loses;
 * ``summary.json`` — the same verdicts in machine-readable form;
 * ``pydmd_comparison.csv`` — when the extraction ran the PyDMD peer: our default fit against the
   best fixed PyDMD setting, row by row (and a section of ``summary.md`` saying where ours is worse).
@@ -26,12 +27,28 @@ from typing import Any
 
 from glocal.utils import atomic_write_csv, atomic_write_json, atomic_write_text
 
-__all__ = ["analyze", "ERROR_COLUMNS"]
+__all__ = ["analyze", "ERROR_COLUMNS", "TIE_MARGIN", "verdict"]
 
 ERROR_COLUMNS = [
     "task", "setting", "batch_size", "window_start", "tau", "estimator", "n", "rel_error", "rel_error_std",
-    "cosine", "ratio_to_local", "beats_local", "ratio_to_local_same_data", "bound", "fallback_fraction", "noise_floor",
+    "cosine", "ratio_to_local", "beats_local", "verdict", "ratio_to_local_same_data", "bound", "fallback_fraction",
+    "noise_floor",
 ]
+
+#: an estimator beats local only when its error is below (1 - TIE_MARGIN) x local's, loses when above
+#: (1 + TIE_MARGIN) x; in between the two are tied (a 2% difference is no win).
+TIE_MARGIN = 0.05
+
+
+def verdict(ratio_to_local: float, margin: float = TIE_MARGIN) -> str:
+    """'better', 'tie' or 'worse' than local for an error ratio to local ('' when it is not finite)."""
+    if not math.isfinite(ratio_to_local):
+        return ""
+    if ratio_to_local < 1.0 - margin:
+        return "better"
+    if ratio_to_local > 1.0 + margin:
+        return "worse"
+    return "tie"
 
 
 def _f(x: Any) -> float:
@@ -108,7 +125,8 @@ def analyze(extract_dirs: list[str | Path], out: str | Path, *, config: dict[str
         same = agg.get(key[:5] + ("local+averaged",)) if key[5].endswith("+averaged") else loc
         se = same["rel_error"] if same else float("nan")
         a["ratio_to_local_same_data"] = a["rel_error"] / se if math.isfinite(se) and se > 0 else float("nan")
-        a["beats_local"] = (int(a["rel_error"] < le) if math.isfinite(le) and math.isfinite(a["rel_error"]) else "")
+        a["verdict"] = verdict(a["ratio_to_local"])
+        a["beats_local"] = int(a["verdict"] == "better") if a["verdict"] else ""
     ordered = sorted(agg.values(), key=lambda a: (a["task"], a["setting"] != "full", a["setting"], a["window_start"],
                                                    a["tau"], a["estimator"]))
     out = Path(out)
@@ -120,8 +138,10 @@ def analyze(extract_dirs: list[str | Path], out: str | Path, *, config: dict[str
     md: list[str] = ["# Error against trajectory length", "",
                      "Relative error ||estimate - h_T|| / ||h_T|| (mean over batch orders under mini-batches, "
                      "where h_T is the mean over the K orders); in parentheses the ratio to the plain local "
-                     "error at the same tau (< 1: better than local). `*` marks estimates that fell back to local "
-                     "in at least one realization.", ""]
+                     f"error at the same tau. An estimator beats local where that ratio is below {1 - TIE_MARGIN:g}, "
+                     f"loses where it is above {1 + TIE_MARGIN:g}, and ties in between (a margin of "
+                     f"{TIE_MARGIN:.0%}). `*` marks estimates that fell back to local in at least one realization.",
+                     ""]
     by_setting: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for a in ordered:
         by_setting[(a["task"], a["setting"], a["batch_size"], a["window_start"])].append(a)
@@ -159,21 +179,27 @@ def analyze(extract_dirs: list[str | Path], out: str | Path, *, config: dict[str
             for e in ests:
                 if e == "local":
                     continue
-                win = [t for t in taus if (t, e) in cell and cell[(t, e)]["beats_local"] == 1]
-                lose = [t for t in taus if (t, e) in cell and cell[(t, e)]["beats_local"] == 0]
+                win = [t for t in taus if (t, e) in cell and cell[(t, e)]["verdict"] == "better"]
+                tie = [t for t in taus if (t, e) in cell and cell[(t, e)]["verdict"] == "tie"]
+                lose = [t for t in taus if (t, e) in cell and cell[(t, e)]["verdict"] == "worse"]
                 ratios = [cell[(t, e)]["ratio_to_local"] for t in taus if (t, e) in cell]
                 ratios = [r for r in ratios if math.isfinite(r)]
-                if win and not lose:
-                    sent = f"`{e}` beats local at every tau {_taus_phrase(win)}"
-                elif lose and not win:
-                    sent = f"`{e}` does not beat local at any tau {_taus_phrase(lose)}"
+                parts = [f"{word} at tau in {_taus_phrase(ts)}" for word, ts in
+                         (("beats local", win), ("ties", tie), ("loses", lose)) if ts]
+                n_given = sum(bool(ts) for ts in (win, tie, lose))
+                if n_given == 1:
+                    word = "beats local" if win else "ties with local" if tie else "loses to local"
+                    sent = f"`{e}` {word} at every tau {_taus_phrase(win or tie or lose)}"
+                elif parts:
+                    sent = f"`{e}` " + ", ".join(parts[:-1]) + " and " + parts[-1]
                 else:
-                    sent = f"`{e}` beats local at tau in {_taus_phrase(win)} and not at tau in {_taus_phrase(lose)}"
+                    sent = f"`{e}`: no finite error ratio"
                 if ratios:
                     sent += f" (error ratio to local {_fmt(min(ratios), 2)}–{_fmt(max(ratios), 2)})"
                 sentences.append(sent + ".")
                 tsum.append({"setting": setting, "batch_size": bs, "window_start": s, "estimator": e,
-                             "beats_local_at": win, "not_at": lose,
+                             "beats_local_at": win, "ties_at": tie, "loses_at": lose, "not_at": tie + lose,
+                             "tie_margin": TIE_MARGIN,
                              "ratio_to_local": {str(t): cell[(t, e)]["ratio_to_local"] for t in taus if (t, e) in cell},
                              "rel_error": {str(t): cell[(t, e)]["rel_error"] for t in taus if (t, e) in cell}})
             if math.isfinite(floor):

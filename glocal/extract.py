@@ -185,7 +185,7 @@ def modal_tail_bound(traj: torch.Tensor, steps_ahead: int, *, delay: int = 1, ra
     back to a hypergradient by the POD basis, the scale and the last delay block (g^dagger).
     The model's own h_{tau + n} - h_limit is sum_j b_j lambda_j^n g^dagger v_j, so the returned
     number bounds the model-predicted distance between the ``limit`` estimate and h_T when
-    n = steps_ahead = T - tau (docs/design.md, section 2). NaN when the fit has rank 0, I - A is
+    n = steps_ahead = T - tau (docs/design.md, section 5). NaN when the fit has rank 0, I - A is
     singular, or A is not diagonalizable to working precision.
     """
     try:

@@ -105,7 +105,7 @@ class OuterOptimizer:
 
 
 def choose_engine(engine: str, q: int, tau: int, *, trajectory: bool, record_stride: int = 1) -> str:
-    """Pick forward or reverse mode by cost (docs/design-notes.md, row "engine").
+    """Pick forward or reverse mode by cost (docs/design.md, the engines).
 
     Forward mode costs ``tau * q`` Jacobian-vector products for the whole window; reverse mode
     ``tau`` vector-Jacobian products for one hypergradient, or, for the trajectory, one backward

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -123,7 +124,7 @@ def test_last_row_matches_reverse(extracted, task):
 
 
 def test_glocal_beats_local_full_batch_reweight(extracted):
-    """DESIGN.md: on full-batch logistic-regression reweighting glocal is closer to h_T than local."""
+    """docs/design.md section 6: on full-batch logistic-regression reweighting glocal is closer to h_T than local."""
     _, root, _ = extracted
     rows = [r for r in _rows(root / "reweight" / "estimates.csv") if r["setting"] == "full" and int(r["tau"]) == 12]
     err = {(int(r["window_start"]), r["estimator"]): float(r["rel_error"]) for r in rows}
@@ -170,3 +171,30 @@ def test_helpers():
     traj = (1 + 0.5**t)[:, None]
     b = modal_tail_bound(traj, 5)
     assert b == pytest.approx(0.5 ** (20 + 5), rel=1e-6)
+
+
+def test_analyze_counts_ties_within_the_margin(tmp_path):
+    """An error ratio to local of 0.98-1.0 is a tie, not a win: the verdict uses TIE_MARGIN and says so."""
+    from glocal.analysis import TIE_MARGIN, analyze, verdict
+
+    d = tmp_path / "ex"
+    d.mkdir()
+    fields = ["task", "setting", "batch_size", "window_start", "tau", "estimator", "rel_error", "cosine", "bound",
+              "fallback"]
+    errors = {5: {"local": 1.0, "limit": 0.99}, 10: {"local": 1.0, "limit": 0.5}, 20: {"local": 1.0, "limit": 1.5}}
+    with open(d / "estimates.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for tau, by_est in errors.items():
+            for est, e in by_est.items():
+                w.writerow({"task": "t", "setting": "full", "batch_size": "full", "window_start": 0, "tau": tau,
+                            "estimator": est, "rel_error": e, "cosine": 1.0, "bound": "", "fallback": 0})
+    s = analyze([d], tmp_path / "an")
+    (item,) = s["tasks"]["t"]
+    assert item["beats_local_at"] == [10] and item["ties_at"] == [5] and item["loses_at"] == [20]
+    md = (tmp_path / "an" / "summary.md").read_text()
+    assert "`limit` beats local at tau in {10}, ties at tau in {5} and loses at tau in {20}" in md
+    assert f"{1 - TIE_MARGIN:g}" in md  # the margin is stated
+    rows = {r["tau"]: r for r in _rows(tmp_path / "an" / "error_vs_tau.csv") if r["estimator"] == "limit"}
+    assert (rows["5"]["beats_local"], rows["5"]["verdict"]) == ("0", "tie")
+    assert verdict(0.99) == "tie" and verdict(0.9) == "better" and verdict(1.2) == "worse" and verdict(math.nan) == ""

@@ -7,6 +7,7 @@ import argparse
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,10 @@ def write_run(root: Path, task: str, strat: str, seed: int, *, diverge_at: int |
     summary = {"task": task, "strategy": strat, "seed": seed,
                "final": {k: last[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")},
                "time": {"total": last["wall_time"] + 1.0}, "diverged_step": diverge_at, "engine": "forward",
-               "n_training_runs": runs, "n_hyper_updates": 0 if strat == "fixed" else 3, "steps": STEPS[-1]}
+               "n_training_runs": runs, "n_hyper_updates": 0 if strat == "fixed" else 3, "steps": STEPS[-1],
+               "peak_memory_mb": 100.0 + seed}
+    model = {"kind": "mlp", "hidden": [64]} if task == "lr" else {"kind": "logreg"}
+    (d / "config.json").write_text(json.dumps({"config": {"tasks": {task: {"model": model}}}, "task": task}))
     if task == "reweight":
         rng = np.random.default_rng(seed)
         flipped = (np.arange(40) % 4 == 0).astype(int)
@@ -69,7 +73,8 @@ def write_run(root: Path, task: str, strat: str, seed: int, *, diverge_at: int |
     (d / "summary.json").write_text(json.dumps(summary))
     if strat == "glocal":
         recs = [{"step": s, "eigenvalues": [[0.9 - 0.1 * k, 0.1 * k], [0.9 - 0.1 * k, -0.1 * k]]}
-                for k, s in enumerate(STEPS)] + [{"step": 40, "fallback": True, "eigenvalues": None}]
+                for k, s in enumerate(STEPS)] + [{"step": 35, "fallback": True, "eigenvalues": [[1.2, 0.0]]},
+                                                 {"step": 40, "fallback": True, "eigenvalues": None}]
         (d / "hypergrads.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"partial")
 
 
@@ -148,6 +153,8 @@ def results(tmp_path_factory) -> Path:
              "seconds_per_run": 0.1 * x, "q": 5, "engine": "reverse" if m == "global" else "forward", "device": "cpu"}
             for m in ("global", "local", "glocal") for v in ("T", "tau") for x in (10, 20, 40)
             if not (m == "global" and v == "tau") and not (m != "global" and v == "T")]
+    cost += [{"method": m, "variable": "q", "value": q, "seconds_per_update": 0.01 * q, "seconds_per_run": 0.1 * q,
+              "q": q, "engine": "reverse", "device": "cpu"} for m in ("local", "glocal") for q in (3, 30)]
     _write_csv(root / "bench" / "cost.csv", cost, list(cost[0]))
     return root
 
@@ -157,17 +164,177 @@ def _ok(paths):
         assert Path(p).is_file() and Path(p).stat().st_size > 1000, p
 
 
-def test_every_figure_renders(results, tmp_path):
+CONFIG = {"tasks": {"lr": {}, "reweight": {}}, "strategies": ["fixed", "local", "glocal", "global", "random", "tpe"],
+          "seeds": [0, 1]}
+
+
+@pytest.fixture(scope="module")
+def rendered(results, tmp_path_factory) -> tuple[Path, dict]:
+    """Every figure drawn once from the synthetic results: (output directory, {name: returned data})."""
+    from figures.cli import render_all
+
+    out = tmp_path_factory.mktemp("figs")
+    return out, render_all(results, out, CONFIG)
+
+
+def test_every_figure_renders(rendered):
+    out, done = rendered
+    names = catalog.figure_names(["lr", "reweight"])
+    assert done["_names"] == names
+    assert {"hpo_curves_lr", "baselines_reweight", "reweight_weights", "cost", "theory_spectrum"} <= set(names)
+    assert not [n for n in names if isinstance(done[n], BaseException)]
+    _ok([out / f"{n}.{e}" for n in names for e in ("png", "pdf")])
+    assert set(names) == {p.stem for p in out.glob("*.png")}
+
+
+def test_cli_exit_status_and_run_indexes(results, tmp_path):
+    """`glocal figures --runs INDEX` reads the runs of the index; a malformed index is an error naming it."""
     from figures.cli import configure_parser, run
 
     p = argparse.ArgumentParser()
     configure_parser(p)
+    index = tmp_path / "runs" / "lr" / "index.json"
+    index.parent.mkdir(parents=True)
+    index.write_text(json.dumps({"task": "lr", "runs": [
+        {"strategy": "glocal", "seed": 0, "path": str(results / "runs" / "lr" / "glocal" / "seed0")}]}))
     out = tmp_path / "figs"
-    assert run(p.parse_args(["--results", str(results), "--out", str(out), "--dpi", "60"])) == 0
-    names = catalog.figure_names(["lr", "reweight"])
-    assert {"hpo_curves_lr", "baselines_reweight", "reweight_weights", "cost", "theory_spectrum"} <= set(names)
-    _ok([out / f"{n}.{e}" for n in names for e in ("png", "pdf")])
-    assert set(names) == {p.stem for p in out.glob("*.png")}
+    args = ["--results", str(results), "--out", str(out), "--dpi", "60", "--runs", str(index)]
+    assert run(p.parse_args(args + ["--only", "hpo_curves_lr"])) == 0
+    assert (out / "hpo_curves_lr.png").is_file() and not (out / "cost.png").exists()
+    index.write_text("{not json")
+    with pytest.raises(ValueError, match="index.json"):
+        run(p.parse_args(args + ["--only", "hpo_curves_lr"]))
+
+
+REPORT = Path(__file__).parents[1] / "workflow" / "report"
+
+
+def _caption(stem: str) -> str:
+    path = REPORT / f"{stem}.rst"
+    assert path.is_file(), f"no report caption {path} for {stem}"
+    return path.read_text()
+
+
+def test_captions_name_only_what_the_figures_draw(rendered):
+    """Every figure declares the quantities it shows (figures.catalog). Its report caption and its reading guide
+    name each of them and no other quantity of catalog.VOCABULARY (no accuracy where none is plotted, no
+    diagonal that is not drawn), and the drawn figure (its text: labels, titles, legend, notes) shows each."""
+    _, done = rendered
+    problems = []
+    for fig in catalog.FIGURES:
+        assert fig.quantities and set(fig.quantities) <= set(catalog.VOCABULARY), fig.pattern
+        declared = set(fig.quantities)
+        for what, text in (("caption", _caption(fig.caption_stem)), ("guide", fig.guide)):
+            named = catalog.quantities_named(text)
+            if named - declared:
+                problems.append(f"{fig.pattern}: its {what} names {sorted(named - declared)}, which the figure "
+                                f"does not declare")
+            if declared - named:
+                problems.append(f"{fig.pattern}: its {what} does not name {sorted(declared - named)}")
+        drawn = [done[n] for n in done["_names"] if catalog.spec(n) is fig]
+        assert drawn, f"{fig.pattern} was not drawn from the synthetic results"
+        shown = catalog.quantities_named("\n".join(d["text"] for d in drawn))
+        if declared - shown:
+            problems.append(f"{fig.pattern}: the drawn figure does not show {sorted(declared - shown)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_caption_check_catches_a_quantity_the_figure_lacks():
+    """The check above fails on the captions this project had: cosine similarity that error_vs_tau does not plot,
+    accuracy in hpo_curves, a diagonal in theory_bound, peak memory in the summary table."""
+    old = {"error_vs_tau": "Relative error (and cosine similarity) against the exact global hypergradient",
+           "hpo_curves": "Validation and test loss and accuracy against inner training steps",
+           "theory_bound": "every point must lie below the diagonal (the bound holds)"}
+    for pattern, text in old.items():
+        fig = next(f for f in catalog.FIGURES if f.caption_stem == pattern)
+        assert catalog.quantities_named(text) - set(fig.quantities), pattern
+    summary = next(t for t in catalog.TABLES if t.caption_stem == "table_summary")
+    assert "peak memory" in summary.quantities  # the column exists now (test_tables_declare_their_columns)
+
+
+def test_every_workflow_figure_is_in_the_catalog():
+    """FIGURE_SPECS (workflow/rules/common.smk) and the catalog list the same figures, each with a caption, so a
+    figure added to the workflow is covered by the caption check."""
+    smk = (Path(__file__).parents[1] / "workflow" / "rules" / "common.smk").read_text()
+    block = smk[smk.index("FIGURE_SPECS = ["):]
+    block = block[: block.index("\n]")]
+    patterns = re.findall(r'\(\s*"([^"]+)"', block)
+    assert patterns and sorted(patterns) == sorted(f.pattern for f in catalog.FIGURES)
+    for fig in catalog.FIGURES:
+        _caption(fig.caption_stem)
+
+
+def test_tables_declare_their_columns(results, tmp_path):
+    """Each table's caption (if the report shows it) and guide name exactly the quantities it declares, and its
+    CSV header has each of them."""
+    p = argparse.ArgumentParser()
+    tables.configure_parser(p)
+    out = tmp_path / "tables"
+    assert tables.run(p.parse_args(["--results", str(results), "--out", str(out), "--readme",
+                                    str(tmp_path / "README.md")])) == 0
+    problems = []
+    for t in catalog.TABLES:
+        declared = set(t.quantities)
+        texts = [("guide", t.guide)] + ([("caption", _caption(t.caption_stem))] if t.caption_stem else [])
+        for what, text in texts:
+            named = catalog.quantities_named(text)
+            if named != declared:
+                problems.append(f"{t.csv}: its {what} names {sorted(named)}, declared {sorted(declared)}")
+        header = (out / t.csv).read_text().splitlines()[0]
+        if declared - catalog.quantities_named(header):
+            problems.append(f"{t.csv}: no column for {sorted(declared - catalog.quantities_named(header))}")
+        page = re.sub(r"<[^>]+>", " ", (out / t.csv.replace(".csv", ".html")).read_text())  # what the report shows
+        if declared - catalog.quantities_named(page):
+            problems.append(f"{t.csv}: its HTML page does not show {sorted(declared - catalog.quantities_named(page))}")
+    assert not problems, "\n".join(problems)
+
+
+def test_tables_and_figures_read_only_the_configs_runs(results, tmp_path):
+    """Issue 15: after a run with strategies [fixed, local, glocal, global] and one with [fixed, local], the
+    tables and figures list only fixed and local: they read the runs the current config asks for."""
+    from figures.cli import render_all
+
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text("strategies: [fixed, local]\nseeds: [0, 1]\n")
+    p = argparse.ArgumentParser()
+    tables.configure_parser(p)
+    out = tmp_path / "tables"
+    assert tables.run(p.parse_args(["--config", str(cfg), "--results", str(results), "--out", str(out),
+                                    "--readme", str(tmp_path / "README.md")])) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {r["strategy"] for r in rows} == {"fixed", "local"}
+    md = (out / "summary.md").read_text()
+    assert "| glocal |" not in md and "| global |" not in md and "| fixed |" in md
+    assert {r["strategy"] for r in csv.DictReader((out / "budget.csv").open())} <= {"fixed", "local"}
+    from glocal.config import load_config
+
+    done = render_all(results, tmp_path / "figs", load_config(cfg), only=["hpo_curves_lr", "baselines_lr"])
+    for name in ("hpo_curves_lr", "baselines_lr"):
+        labels = {lb.split(" ")[0].rstrip(":,") for panel in done[name]["lines"].values() for lb in panel}
+        assert labels & {"glocal", "global", "random", "tpe"} == set(), (name, labels)
+        assert {"fixed", "local"} <= labels
+
+
+def test_run_indexes_select_runs(results, tmp_path):
+    """A run index (written by the workflow) lists the runs to read, relative to its directory."""
+    from figures.io import index_runs, load_runs, select_runs
+
+    idx = results / "runs" / "reweight" / "index.json"
+    idx.write_text(json.dumps({"task": "reweight", "runs": [{"strategy": "glocal", "seed": 1, "path": "glocal/seed1"},
+                                                             {"strategy": "fixed", "seed": 0, "path": "fixed/seed0"}]}))
+    try:
+        refs = index_runs([idx])
+        assert [(t, s, n) for t, s, n, _ in refs] == [("reweight", "glocal", 1), ("reweight", "fixed", 0)]
+        runs = load_runs(results, select_runs(results, {"tasks": {"lr": {}}, "strategies": ["local"], "seeds": [0]},
+                                              [idx]))
+        assert {t: {s: sorted(b) for s, b in v.items()} for t, v in runs.items()} == {
+            "reweight": {"glocal": [1], "fixed": [0]}}
+        by_config = load_runs(results, select_runs(results, {"tasks": {"lr": {}, "reweight": {"enabled": False}},
+                                                             "strategies": ["local"], "seeds": [0, 1]}))
+        assert {t: {s: sorted(b) for s, b in v.items()} for t, v in by_config.items()} == {"lr": {"local": [0]}}
+        assert set(load_runs(results)) == {"lr", "reweight"}  # no config: every run found
+    finally:
+        idx.unlink()
 
 
 def test_hpo_curves_plot_input(results, tmp_path):
@@ -181,16 +348,28 @@ def test_hpo_curves_plot_input(results, tmp_path):
     x, y = lines["val_loss/step"]["glocal"]
     assert x == STEPS
     np.testing.assert_allclose(y, [np.mean([val_loss("lr", "glocal", s, st) for s in (0, 1)]) for st in STEPS])
-    # missing seed in the label, diverged seed marked, global spans 2 runs with seed 1 non-finite after step 20
+    # missing seed in the label, diverged seed marked; global draws its last run (steps counted within it),
+    # where only seed 0 is finite (seed 1 diverged at step 20 of its first run)
     assert "local (1/2 seeds)" in lines["val_loss/step"]
     assert "global seed 1 diverged" in lines["val_loss/step"]
     gx, gy = lines["val_loss/step"]["global"]
-    assert gx[-1] == 2 * STEPS[-1]
-    assert gy[-1] == pytest.approx(val_loss("lr", "global", 0, STEPS[-1]))  # only seed 0 is finite there
+    assert gx == STEPS
+    assert gy[-1] == pytest.approx(val_loss("lr", "global", 0, STEPS[-1]))
     assert any("diverged at step 20" in n for n in d["notes"]) and any("missing seed(s) 1" in n for n in d["notes"])
-    # wall time x = mean wall time over seeds
+    # wall time x = mean wall time over seeds (linear axis); global's loss at the end of each meta-iteration
     wx, _ = lines["val_loss/wall"]["glocal"]
     np.testing.assert_allclose(wx, [0.5 + st * 0.1 + 0.5 for st in STEPS])
+    assert "global" not in lines["val_loss/wall"]  # multi-run strategies: one marker per run against wall time
+    ex, ey = d["ends"][("global", "val_loss")]
+    assert ex == pytest.approx([0.5 + 30 * 0.2, 0.5 + 60 * 0.2])
+    assert ey == pytest.approx([val_loss("lr", "global", 0, 30) + 0.05, val_loss("lr", "global", 0, 30)])
+    # every strategy is drawn: the searches' best trial (run 3), placed after the trials before it
+    rx, ry = lines["val_loss/step"]["random (1/2 seeds)"]
+    assert rx == STEPS and ry == pytest.approx([0.3] * 4)
+    from figures.hpo_curves import final_run
+
+    assert final_run(runs["random"][0]).metrics["wall_time"] == pytest.approx([6.0 + s * 0.05 for s in STEPS])
+    assert d["ends"][("tpe", "val_loss")] == ([2.0, 4.0, 6.0, 8.0], [0.9, 0.5, 0.5, 0.3])
 
 
 def test_hyper_trajectories_and_baselines(results, tmp_path):
@@ -203,7 +382,12 @@ def test_hyper_trajectories_and_baselines(results, tmp_path):
     x, y = d["lines"]["hp:momentum"]["glocal"]
     # write_run: hp:momentum = 0.05 * 4 * (1 + step / 100 + seed / 10); the mean over seeds 0 and 1
     assert x == STEPS and y == pytest.approx([0.2 * (1 + st / 100 + 0.05) for st in STEPS], rel=1e-12)
-    assert "random (1/2 seeds)" in d["lines"]["hp:momentum"]
+    assert "random (1/2 seeds), best trial of each seed" in d["lines"]["hp:momentum"]
+    # global: one constant per meta-iteration (its first row), mean over seeds
+    assert d["global"][("global", "hp:momentum")] == pytest.approx([0.2 * 1.05, 0.2 * 1.35])
+    # layers named from the run's config.json (MLP with one hidden layer: two learning-rate groups)
+    assert "learning rate, hidden layer 1 (64 units)" in d["text"] and "learning rate, output layer" in d["text"]
+    assert "parameter group" not in d["text"]
 
     b = plot_baselines(runs, "lr", tmp_path / "b", seeds=[0, 1])
     _ok(b["paths"])
@@ -214,8 +398,13 @@ def test_hyper_trajectories_and_baselines(results, tmp_path):
     gx, gy = b["lines"]["baselines/runs"]["global (1/2 seeds)"]  # seed 1 diverged: no finite loss
     assert gx == [1, 2]  # best-so-far after each of global's 2 runs
     assert gy == pytest.approx([val_loss("lr", "global", 0, STEPS[-1]) + 0.05, val_loss("lr", "global", 0, STEPS[-1])])
-    fx, fy = b["lines"]["baselines/runs"]["glocal"]
-    assert fx == [1] and fy[0] == pytest.approx(np.mean([val_loss("lr", "glocal", s, STEPS[-1]) for s in (0, 1)]))
+    fx, fy = b["lines"]["baselines/runs"]["glocal"]  # single runs spread sideways at one run
+    assert fx == [0.9] and fy[0] == pytest.approx(np.mean([val_loss("lr", "glocal", s, STEPS[-1]) for s in (0, 1)]))
+    assert b["lines"]["baselines/runs"]["local (1/2 seeds)"][0] == [0.8]
+    # the test-loss panel: the test loss of the run that is best so far by validation loss
+    assert b["curves"][("tpe", "test_loss")]["best"] == [0.9, 0.5, 0.5, 0.3]
+    tx, ty = b["lines"]["baselines/test_loss/runs"]["glocal"]
+    assert ty[0] == pytest.approx(np.mean([1.1 * val_loss("lr", "glocal", s, STEPS[-1]) for s in (0, 1)]))
 
 
 def test_reweight_roc_and_weights(results, tmp_path):
@@ -250,17 +439,25 @@ def test_error_spectra_cost_theory(results, tmp_path):
     assert x == [5, 10, 20] and y == pytest.approx([0.2, 0.1, 0.05])
     _, yh = d["lines"]["lr/full/s0"]["glocal (horizon)"]
     assert yh[-1] == pytest.approx(1e3)  # 1e5 clipped to the top edge (noted)
-    assert "noise floor (spread of $h_T$)" in d["lines"]["lr/bs8/s0"]
+    assert "noise floor (spread of $h_T$ over orders)" in d["lines"]["lr/bs8/s0"]
+    assert "glocal (limit) + averaged (fit of the mean of K orders)" in d["lines"]["lr/bs8/s0"]
+    # the bound is drawn only where it is inside the panel: 0.1 at tau 10 and 20, not 1e50 at tau 5
+    assert d["lines"]["lr/full/s0"]["bound of the limit fit (model tail), where inside the panel"] == ([10, 20],
+                                                                                                      [0.1, 0.1])
+    assert any("outside the plotted range" in n for n in d["notes"])
 
     runs = load_runs(results)
     ws = {t: windows_from_hypergrads(runs[t]["glocal"][0].hypergrads()) for t in ("lr", "reweight")}
-    assert len(ws["lr"]) == 4  # fallback record and the partial last line skipped
+    assert len(ws["lr"]) == 5  # the fallback record without eigenvalues and the partial last line skipped
+    assert [w.status for w in ws["lr"]] == ["accepted"] * 4 + ["fallback"]
     ext = {t: read_csv(results / "extract" / t / "spectra.csv") for t in ("lr",)}
     s = plot_koopman_spectra(ws, ext, tmp_path / "s", {"lr": 30, "reweight": 30})
     _ok(s["paths"])
     re_, im_, c = s["hpo"]["lr"]
     assert re_ == pytest.approx([0.9, 0.9, 0.8, 0.8, 0.7, 0.7, 0.6, 0.6]) and max(c) == pytest.approx(1.0)
     assert s["extract"][("lr", 15)] == ([0.6, 0.6], [-0.2, 0.2])
+    assert s["status"][("lr", "fallback")] == 1 and "fit rejected by the guards" in s["text"]
+    assert "zoom near 1" in s["text"]
 
     bench = read_csv(results / "bench" / "cost.csv")
     c = plot_cost(bench, tmp_path / "c")
@@ -269,6 +466,7 @@ def test_error_spectra_cost_theory(results, tmp_path):
     slope, expected = c["slopes"][("tau", "glocal")]
     assert slope == pytest.approx(1.0) and expected == 1.0
     assert c["slopes"][("tau", "local")][0] == pytest.approx(0.5)
+    assert ("q", "glocal") not in c["slopes"] and any("different problems" in n for n in c["notes"])  # q: no slope
     fb = plot_cost([], tmp_path / "c2", runs)  # no bench file: run summaries
     _ok(fb["paths"])
     assert fb["source"] == "runs" and ("update", "glocal") in fb["bars"] and ("update", "fixed") not in fb["bars"]
@@ -310,6 +508,12 @@ def test_tables(results, tmp_path):
     th = (out / "theory.md").read_text()
     assert "| floor | 3 | 2 | 1 |" in th and "2 of 3 checks passed" in th
     assert (out / "error_vs_tau.md").read_text().endswith("analysis summary\n")
+    assert "<td class=\"num\">" in (out / "summary.html").read_text() and "<h2>" in (out / "summary.html").read_text()
+    rows_e = list(csv.DictReader((out / "error_vs_tau.csv").open()))
+    r5 = next(r for r in rows_e if r["task"] == "lr" and r["batch mode"] == "full batch" and r["window start"] == "0"
+              and r["prefix length tau"] == "5")
+    assert r5["relative error: limit"] == "0.2" and r5["ratio to local: limit"] == "0.4"
+    assert float(next(x for x in rows if x["strategy"] == "glocal" and x["task"] == "lr")["peak_memory_mb_mean"]) == 100.5
     text = readme.read_text()
     for n in catalog.figure_names(["lr", "reweight"]):
         assert f"`{n}`" in text

@@ -1,4 +1,4 @@
-"""Property-based checks of DESIGN.md section 2 (theory_checks.properties), with fault injection.
+"""Property-based checks of docs/design.md section 5 (theory_checks.properties), with fault injection.
 
 Examples per test come from the hypothesis profile (tests/conftest.py: ``ci`` by default,
 ``HYPOTHESIS_PROFILE=thorough`` for 200 examples); no test here fixes its own count.

@@ -11,6 +11,7 @@ import ast
 import csv
 import importlib.util
 import io
+import json
 import os
 import re
 import shutil
@@ -154,9 +155,15 @@ def test_dry_run(wf: Path, configfile: str | None):
     tasks = [t for t, c in cfg["tasks"].items() if c["enabled"]]
     n_runs = len(tasks) * len(cfg["strategies"]) * len(cfg["seeds"])
     assert stats.get("train", 0) + stats.get("train_weights", 0) == n_runs
-    assert stats["extract"] == len(tasks)
+    assert stats["extract"] == len(tasks) and stats["runs_index"] == len(tasks)
     for rule in ("analysis", "theory", "figures", "tables", "all"):
         assert stats[rule] == 1, stats
+    # a readable log: no line lists every file of every run (figures and tables depend on the runs through
+    # the run indexes, `all` on one summary per run); before, single lines had 5 paths per run, 9-10k characters
+    per_line = max(line.count("results/runs/") for line in out.splitlines())
+    assert per_line <= n_runs + len(tasks), per_line
+    longest = max(out.splitlines(), key=len)
+    assert len(longest) < 4000, f"{len(longest)} characters: {longest[:300]}..."
 
 
 def test_resolved_config_has_defaults_and_merges(wf: Path):
@@ -287,6 +294,37 @@ def test_expected_figures_listed_once(wf: Path):
     for t in ("summary.csv", "summary.md", "theory.md"):
         assert f"results/tables/{t}" in outputs
     assert "results/README.md" in outputs
+
+
+def test_run_index_lists_the_runs_of_the_current_config(wf: Path):
+    """Issue 15: figures and tables read the run indexes, which list the runs the current config asks for. After
+    the smoke config (fixed, local, glocal, global, ...) and one with [fixed, local], the index (and so every
+    table and figure) lists only fixed and local, although the old run directories are still there."""
+    smoke = yaml.safe_load((wf / SMOKE).read_text())
+    strategies, seeds = smoke["strategies"], smoke["seeds"]
+    assert {"fixed", "local", "glocal", "global"} <= set(strategies) and seeds == [0]
+    for strategy in strategies:
+        d = wf / "results/runs/lr" / strategy / "seed0"
+        d.mkdir(parents=True)
+        for name in ("summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"):
+            (d / name).write_text("{}\n")
+    index = wf / "results/runs/lr/index.json"
+    proc = snakemake(wf, "results/runs/lr/index.json", "--cores", "1", "--configfile", SMOKE)
+    assert proc.returncode == 0, output_of(proc)
+    assert [r["strategy"] for r in json.loads(index.read_text())["runs"]] == strategies
+    (wf / "two.yaml").write_text("strategies: [fixed, local]\n")
+    proc = snakemake(wf, "results/runs/lr/index.json", "--cores", "1", "--configfile", SMOKE, "two.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    assert json.loads(index.read_text())["runs"] == [{"strategy": "fixed", "seed": 0, "path": "fixed/seed0"},
+                                                     {"strategy": "local", "seed": 0, "path": "local/seed0"}]
+    assert "train" not in job_stats(output_of(proc))  # the runs themselves were not redone
+    # the figures and tables jobs read exactly these indexes
+    proc = snakemake(wf, "-n", "-p", "--configfile", SMOKE, "two.yaml", "--forcerun", "figures", "tables")
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    for cmd in ("glocal figures", "glocal tables"):
+        line = next(ln for ln in out.splitlines() if cmd in ln)
+        assert "--runs results/runs/lr/index.json results/runs/reweight/index.json" in line, line
 
 
 def test_profiles_parse():
@@ -516,7 +554,7 @@ def test_smoke_end_to_end(tmp_path: Path):
     proc = snakemake(wf, "--configfile", SMOKE, "--report", "results/report.html")
     assert proc.returncode == 0, output_of(proc)
     html = (wf / "results/report.html").read_text(errors="replace")
-    for caption in ("Learned per-example weights", "against the theoretical bound"):
+    for caption in ("Learned per-example weights", "its Jordan-form bound", "Equal budgets"):  # figures, a table
         assert caption in html
 
     # a second invocation has nothing to do
@@ -531,7 +569,7 @@ def test_smoke_end_to_end(tmp_path: Path):
     victim.unlink()
     proc = snakemake(wf, "-n", "--configfile", SMOKE)
     assert proc.returncode == 0, output_of(proc)
-    assert job_stats(output_of(proc)) == {"train": 1, "figures": 1, "tables": 1, "all": 1}
+    assert job_stats(output_of(proc)) == {"train": 1, "runs_index": 1, "figures": 1, "tables": 1, "all": 1}
     assert "task=lr, strategy=glocal, seed=0" in output_of(proc)
     shutil.copy2(backup, victim)
     assert "Nothing to be done" in output_of(snakemake(wf, "-n", "--configfile", SMOKE))
@@ -542,7 +580,7 @@ def test_smoke_end_to_end(tmp_path: Path):
     proc = snakemake(wf, "-n", "--configfile", SMOKE, "window.yaml")
     out = output_of(proc)
     assert proc.returncode == 0, out
-    assert job_stats(out) == {"train": 2, "train_weights": 2, "figures": 1, "tables": 1, "all": 1}
+    assert job_stats(out) == {"train": 2, "train_weights": 2, "runs_index": 2, "figures": 1, "tables": 1, "all": 1}
     assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal", "local"}
     # (the dry run above wrote another results/config/<hash>.yaml; the smoke config's is unchanged)
     proc = snakemake(wf, "-n", "--configfile", SMOKE)

@@ -1,11 +1,11 @@
-"""Error bounds (DESIGN.md section 2) and the complexity formulas of the DESIGN.md table.
+"""Error bounds (docs/design.md section 5) and the complexity formulas of its complexity table.
 
 Error bound.  With the exact Koopman modes of a hypergradient sequence,
 ``h_t - h_inf = sum_{mu != 1} P_mu(t) mu^t`` with ``P_mu(t) = sum_{m < m_mu} c_{mu,m} t^m`` (Jordan block
 of size m_mu), the triangle inequality gives, for every T >= 1,
 
     ||h_T - h_inf|| <= sum_mu sum_m ||c_{mu,m}|| T^m |mu|^T             (``error_bound(..., form='terms')``)
-                    <= sum_mu (sum_m ||c_{mu,m}||) T^(m_mu - 1) |mu|^T   (``form='jordan'``, DESIGN.md)
+                    <= sum_mu (sum_m ||c_{mu,m}||) T^(m_mu - 1) |mu|^T   (``form='jordan'``, docs/design.md)
                     <= C(rho') rho'^T   for any rho' > max|mu| (= max|mu| if no Jordan block sits there)
 
 Here the observable g is the identity on h, so ``||g^dagger v_j||`` is absorbed into ``||c_j||``.

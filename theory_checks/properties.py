@@ -1,4 +1,4 @@
-"""The property checks of DESIGN.md section 2 as plain functions (shared by the tests and ``glocal theory``).
+"""The property checks of docs/design.md section 5 as plain functions (shared by the tests and ``glocal theory``).
 
 Every check returns :class:`CheckResult` objects: the inputs, one measured number, the bound it is held to
 and pass/fail (plus ``extra`` data for figures). Checks:
@@ -11,10 +11,11 @@ and pass/fail (plus ``extra`` data for figures). Checks:
 * ``bound`` (iii)  ||h_T - h_inf|| <= the Jordan-form bound at every T (measured: the largest ratio).
 * ``rank_choice``  the plain (untruncated) pseudo-inverse fit, for comparison.
 * ``noise`` (iv)  with trajectory noise sigma, the change of the estimate grows at most linearly in sigma.
-* ``complexity_*`` (v)  the operation count of the engines grows with tau, q and T as the DESIGN.md table says:
-  the log-log slope of its increments between consecutive sizes (the exponent of the leading term) matches the
-  table's exponent. Counts are deterministic; wall times are measured beside them (:func:`measure_timing`) and
-  reported, not checked (on small problems the per-step dispatch overhead, not the arithmetic, sets the time).
+* ``complexity_*`` (v)  the operation count of the engines grows with tau, q and T as the complexity table of
+  docs/design.md says: the log-log slope of its increments between consecutive sizes (the exponent of the
+  leading term) matches the table's exponent. Counts are deterministic; wall times are measured beside them
+  (:func:`measure_timing`) and reported, not checked (on small problems the per-step dispatch overhead, not
+  the arithmetic, sets the time).
 
 Fault injection (:func:`estimate_with_fault`) re-implements the estimator with a deliberate bug on top of
 :func:`glocal.koopman.hankel_dmd`, so the tests can show that the properties catch a broken estimator.
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 FAULTS = ("no_constant", "wrong_delay", "transposed")
-FLOOR_TOL = 1e-5  # relative error floor the glocal estimate must reach (DESIGN.md section 2, issue 5)
+FLOOR_TOL = 1e-5  # relative error floor the glocal estimate must reach (docs/design.md section 5)
 LOCAL_FACTOR = 100.0  # ... and this many times below the local error at tau = n + d + 1
 LOCAL_AT_FLOOR = 1e-12  # a local error already this small leaves no room to be 100x below it
 MODE_WEIGHT = 1e-6  # modes contributing less than this (relative) are below the Hankel conditioning floor
@@ -642,7 +643,7 @@ _COMPLEXITY = {"tau": ("forward_trajectory", "tau"), "q": ("forward_trajectory",
 def check_complexity(method: str, variable: str, sizes: Sequence[int], counts: Sequence[float], *,
                      case: str = "", inputs: dict | None = None, tol: float = SLOPE_TOL) -> CheckResult:
     """(v) the exponent of the operation count's leading term in ``variable`` (:func:`leading_exponent`)
-    within ``tol`` of the DESIGN.md table. ``slope`` in the inputs is the plain log-log slope of the
+    within ``tol`` of the complexity table (docs/design.md). ``slope`` in the inputs is the plain log-log slope of the
     counts, for comparison (below the exponent when a size-independent part is still large)."""
     exponent = leading_exponent(sizes, counts)
     expected = bounds.expected_slope(method, variable)

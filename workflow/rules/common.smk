@@ -65,11 +65,14 @@ WEIGHT_TASKS = ["reweight"]
 RUN_DIR = f"{RESULTS}/runs/{{task}}/{{strategy}}/seed{{seed}}"
 RUN_FILES = ["summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"]
 RUN_WEIGHT_FILES = ["weights.csv"]
+# per task: the runs this config asks for (rule runs_index); what figures and tables read
+RUN_INDEX = f"{RESULTS}/runs/{{task}}/index.json"
 EXTRACT_DIR = f"{RESULTS}/extract/{{task}}"
 EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
 ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
 THEORY_FILES = ["checks.csv"]
-TABLE_FILES = ["summary.csv", "summary.md", "theory.md", "theory.csv", "error_vs_tau.md", "budget.md", "budget.csv"]
+TABLE_FILES = ["summary.csv", "summary.md", "theory.md", "theory.csv", "error_vs_tau.md", "error_vs_tau.csv",
+               "budget.md", "budget.csv", "summary.html", "budget.html", "error_vs_tau.html", "theory.html"]
 BENCH_FILES = ["cost.csv", "bench.json"]
 RESULTS_README = f"{RESULTS}/README.md"
 
@@ -146,6 +149,15 @@ def all_run_files():
     return [f for t in TASKS for s in STRATEGIES for seed in SEEDS for f in run_files(t, s, seed)]
 
 
+def run_index_files():
+    return [RUN_INDEX.format(task=t) for t in TASKS]
+
+
+def all_run_summaries():
+    """One file per run (written last by a run): as targets, a deleted run is redone."""
+    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json" for t in TASKS for s in STRATEGIES for n in SEEDS]
+
+
 def extract_files(task):
     return [f"{EXTRACT_DIR.format(task=task)}/{n}" for n in EXTRACT_FILES]
 
@@ -168,7 +180,8 @@ def bench_files():
 
 def all_targets():
     return (
-        all_run_files()
+        all_run_summaries()  # one file per run (not all five): keeps this rule's log lines short
+        + run_index_files()
         + all_extract_files()
         + analysis_files()
         + theory_files()
