@@ -14,8 +14,12 @@ the window's batches. The hypergradient over the window s -> t is
 * :func:`reverse_hypergradient` — unrolled reverse mode for one h_{s->T}; memory O(T p), or
   O(sqrt(T) p) with checkpointing.
 * :func:`reverse_window_hypergradients` — reverse mode for a chosen subset of the h_{s->t},
-  all cotangent chains batched with ``vmap`` (cheap when q is large).
+  one backward chain per recorded step (cheap when q is large).
 * :func:`finite_difference_hypergradient` — central differences, for checks.
+
+Forward mode differentiates the step with ``torch.func`` (``jvp`` under ``vmap``); the reverse
+engines use plain ``torch.autograd`` (``grad``, second order where the step needs it), whose
+per-call overhead is about half that of the ``torch.func`` transforms on a small model.
 """
 
 from __future__ import annotations
@@ -26,8 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.func import grad as func_grad
-from torch.func import jvp, vjp, vmap
+from torch.func import jvp, vmap
 
 __all__ = [
     "ForwardTrajectory",
@@ -82,14 +85,33 @@ def _check_inputs(state: torch.Tensor, phi: torch.Tensor, batches: Sequence[Any]
 
 
 def _val_grads(val_fn: ValFn, state: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(d val / d state, d val / d phi, val) at (state, phi)."""
-
-    def with_aux(s: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d val / d state, d val / d phi, val) at (state, phi), by plain autograd."""
+    with torch.enable_grad():
+        s = state.detach().requires_grad_(True)
+        p = phi.detach().requires_grad_(True)
         v = val_fn(s, p)
-        return v, v.detach()
+        gs, gp = torch.autograd.grad(v, (s, p), allow_unused=True)
+    gs = torch.zeros_like(s) if gs is None else gs
+    gp = torch.zeros_like(p) if gp is None else gp
+    return gs, gp, v.detach()
 
-    (gs, gp), v = func_grad(with_aux, argnums=(0, 1), has_aux=True)(state, phi)
-    return gs, gp, v
+
+def _step_vjp(
+    step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batch: Any, cotangent: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cotangent^T d step / d state, cotangent^T d step / d phi) at (state, phi), by plain autograd.
+
+    ``phi`` must be a leaf that requires grad (one per engine call, shared by every step).
+    ``torch.func.vjp`` would give the same numbers at about twice the cost on a small model:
+    its per-call transform overhead, not the arithmetic, dominates there.
+    """
+    with torch.enable_grad():
+        s = state.detach().requires_grad_(True)
+        out = step_fn(s, phi, batch)
+        ds, dp = torch.autograd.grad(out, (s, phi), cotangent, allow_unused=True)
+    ds = torch.zeros_like(s) if ds is None else ds
+    dp = torch.zeros_like(phi) if dp is None else dp
+    return ds.detach(), dp.detach()
 
 
 def unroll(step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batches: Iterable[Any]) -> torch.Tensor:
@@ -201,7 +223,7 @@ def reverse_hypergradient(
 
     ``checkpoint='graph'`` instead keeps the autograd graph of the whole forward pass (as
     ``higher`` and ``torchopt`` do) and runs one backward pass through it: no recomputation,
-    about half the time of the default, but the memory of every step's activations and
+    about 0.6x the time of the default, but the memory of every step's activations and
     double-backward buffers, O(T (p + activations)).
     """
     _check_inputs(state, phi, batches)
@@ -220,6 +242,7 @@ def reverse_hypergradient(
     final_state = s
     lam, g_phi, v = _val_grads(val_fn, final_state, phi)
     g_phi = g_phi.clone()
+    leaf_phi = phi.detach().requires_grad_(True)  # one leaf for every step's vector-Jacobian product
     # Walk the segments backwards; inside a segment recompute its states from the checkpoint.
     seg_starts = sorted(saved)
     for seg_start in reversed(seg_starts):
@@ -229,14 +252,8 @@ def reverse_hypergradient(
             for t in range(seg_start, seg_end - 1):
                 states.append(step_fn(states[-1], phi, batches[t]))
         for t in range(seg_end - 1, seg_start - 1, -1):
-
-            def f(s_: torch.Tensor, p_: torch.Tensor, _batch: Any = batches[t]) -> torch.Tensor:
-                return step_fn(s_, p_, _batch)
-
-            _, vjp_fn = vjp(f, states[t - seg_start], phi)
-            lam, dphi = vjp_fn(lam)
-            g_phi = g_phi + dphi
-            lam = lam.detach()
+            lam, dphi = _step_vjp(step_fn, states[t - seg_start], leaf_phi, batches[t], lam)
+            g_phi += dphi
         del states
     return ReverseResult(h=g_phi.detach(), final_state=final_state, val_loss=float(v))
 
@@ -251,7 +268,8 @@ def _reverse_through_graph(
         for batch in batches:
             s = step_fn(s, p, batch)
         v = val_fn(s, p)
-        (h,) = torch.autograd.grad(v, p, allow_unused=True)
+        # phi may never enter the graph (a step and meta objective that ignore it): then h = 0
+        h = torch.autograd.grad(v, p, allow_unused=True)[0] if v.requires_grad else None
     h = torch.zeros_like(p) if h is None else h
     return ReverseResult(h=h.detach(), final_state=s.detach(), val_loss=float(v.detach()))
 
@@ -265,22 +283,30 @@ def reverse_window_hypergradients(
     record_steps: Iterable[int] | None = None,
     *,
     chunk_size: int | None = None,
+    checkpoint: None | str = None,
 ) -> ForwardTrajectory:
-    """h_{s->t} for the recorded window offsets t, by reverse mode with batched cotangents.
+    """h_{s->t} for the recorded window offsets t, by reverse mode: one backward chain per recorded step.
 
-    One backward chain per recorded step would cost tau(tau+1)/2 vector-Jacobian products;
-    here every chain that is alive at a step shares that step's linearization and the chains
-    are pushed together with ``vmap`` — still O(tau * len(record)) products, but batched.
-    Memory: the window's states, O(tau p), plus one cotangent per recorded step.
+    The chains cost the sum of the recorded offsets in vector-Jacobian products (tau(tau+1)/2
+    when every step is recorded). By default the forward pass stores the window's states,
+    O(tau p), and each step's graph is recomputed in the backward pass, where every chain alive
+    at that step goes through it together (``is_grads_batched``, ``chunk_size`` chains at a
+    time). ``checkpoint='graph'`` keeps the forward pass's graph instead (no recomputation,
+    memory O(tau (p + activations))) and runs one backward pass per recorded step through it,
+    which measured faster than batching the chains (benchmarks/README.md).
     The result has the same layout as :func:`forward_trajectory` (``Z`` is empty).
     """
     _check_inputs(state, phi, batches)
+    if checkpoint not in (None, "graph"):
+        raise ValueError(f"checkpoint: expected None or 'graph' for the window engine, got {checkpoint!r}")
     T = len(batches)
     rec = list(range(1, T + 1)) if record_steps is None else sorted({int(r) for r in record_steps})
     if not rec:
         raise ValueError("record_steps is empty: nothing to return")
     if rec[0] < 1 or rec[-1] > T:
         raise ValueError(f"record_steps must lie in 1..{T}, got {rec[0]}..{rec[-1]}")
+    if checkpoint == "graph":
+        return _window_through_graph(step_fn, val_fn, state, phi, batches, rec)
     phi = phi.detach()
     states = [state.detach()]
     with torch.no_grad():
@@ -292,24 +318,16 @@ def reverse_window_hypergradients(
     rec_set = set(rec)
     Lam = torch.zeros(0, state.numel(), dtype=state.dtype, device=state.device)
     G = torch.zeros(0, q, dtype=phi.dtype, device=phi.device)
-    for t in range(T, 0, -1):
+    for t in range(rec[-1], 0, -1):  # no chain reaches past the last recorded step
         if t in rec_set:
             lam, gp, v = _val_grads(val_fn, states[t], phi)
             order.append(t)
             vals[t] = v
             Lam = torch.cat([Lam, lam[None]])
             G = torch.cat([G, gp[None]])
-
-        if Lam.shape[0] == 0:  # no chain alive yet (only early steps recorded)
-            continue
-
-        def f(s_: torch.Tensor, p_: torch.Tensor, _batch: Any = batches[t - 1]) -> torch.Tensor:
-            return step_fn(s_, p_, _batch)
-
-        _, vjp_fn = vjp(f, states[t - 1], phi)
-        dS, dP = vmap(vjp_fn, chunk_size=chunk_size)(Lam)
-        Lam = dS.detach()
-        G = G + dP.detach()
+        dS, dP = _batched_vjp(_step_graph(step_fn, states[t - 1], phi, batches[t - 1]), Lam, chunk_size)
+        Lam = dS
+        G = G + dP
     # ``order`` is descending in t; return ascending like forward_trajectory.
     idx = torch.tensor(list(reversed(range(len(order)))), device=G.device)
     steps = list(reversed(order))
@@ -320,6 +338,68 @@ def reverse_window_hypergradients(
         Z=torch.zeros(0, dtype=state.dtype, device=state.device),
         val_losses=torch.stack([vals[t] for t in steps]),
     )
+
+
+def _window_through_graph(
+    step_fn: StepFn, val_fn: ValFn, state: torch.Tensor, phi: torch.Tensor, batches: Sequence[Any], rec: list[int]
+) -> ForwardTrajectory:
+    """``reverse_window_hypergradients(..., checkpoint='graph')``: one backward pass per recorded step."""
+    p = phi.detach().requires_grad_(True)
+    s = state.detach()
+    vals = []
+    with torch.enable_grad():
+        for t, batch in enumerate(batches[: rec[-1]], start=1):
+            s = step_fn(s, p, batch)
+            if t == rec[len(vals)]:
+                vals.append(val_fn(s, p))
+        # Shortest chain first; the last (longest) backward pass frees the graph. phi may never
+        # enter the graph (a step and meta objective that ignore it): then h = 0.
+        grads = [torch.autograd.grad(v, p, retain_graph=k + 1 < len(vals), allow_unused=True)[0]
+                 if v.requires_grad else None for k, v in enumerate(vals)]
+    s = s.detach()
+    with torch.no_grad():
+        for batch in batches[rec[-1] :]:
+            s = step_fn(s, phi.detach(), batch)
+    h = torch.stack([torch.zeros_like(p) if g is None else g for g in grads]).detach()
+    return ForwardTrajectory(
+        h=h,
+        steps=rec,
+        final_state=s,
+        Z=torch.zeros(0, dtype=state.dtype, device=state.device),
+        val_losses=torch.stack([v.detach() for v in vals]),
+    )
+
+
+def _step_graph(
+    step_fn: StepFn, state: torch.Tensor, phi: torch.Tensor, batch: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(state leaf, phi leaf, output) of one step, recorded for a backward pass."""
+    with torch.enable_grad():
+        s = state.detach().requires_grad_(True)
+        p = phi.detach().requires_grad_(True)
+        return s, p, step_fn(s, p, batch)
+
+
+def _batched_vjp(
+    graph: tuple[torch.Tensor, torch.Tensor, torch.Tensor], cotangents: torch.Tensor, chunk_size: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C d step / d state, C d step / d phi) for the rows of C through one recorded step graph.
+
+    The rows go through the backward pass together (``is_grads_batched``: a vmap over the
+    backward graph), ``chunk_size`` rows at a time.
+    """
+    s, p, out = graph
+    k = cotangents.shape[0]
+    size = k if chunk_size is None else max(1, int(chunk_size))
+    parts_s, parts_p = [], []
+    for lo in range(0, k, size):
+        block = cotangents[lo : lo + size]
+        ds, dp = torch.autograd.grad(
+            out, (s, p), block, retain_graph=lo + size < k, is_grads_batched=True, allow_unused=True
+        )
+        parts_s.append(torch.zeros_like(block) if ds is None else ds.detach())
+        parts_p.append(block.new_zeros(block.shape[0], p.numel()) if dp is None else dp.detach())
+    return torch.cat(parts_s), torch.cat(parts_p)
 
 
 def finite_difference_hypergradient(

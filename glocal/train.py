@@ -104,18 +104,24 @@ class OuterOptimizer:
         self.m, self.v, self.t = sd["m"], sd["v"], int(sd["t"])
 
 
-def choose_engine(engine: str, q: int, tau: int, *, trajectory: bool) -> str:
+def choose_engine(engine: str, q: int, tau: int, *, trajectory: bool, record_stride: int = 1) -> str:
     """Pick forward or reverse mode by cost (docs/design.md, the engines).
 
     Forward mode costs ``tau * q`` Jacobian-vector products for the whole window; reverse mode
-    ``tau`` vector-Jacobian products for one hypergradient, or ``tau (tau + 1) / 2`` for the
-    whole trajectory. ``engine`` other than ``auto`` is returned as is.
+    ``tau`` vector-Jacobian products for one hypergradient, or, for the trajectory, one backward
+    chain per recorded step: the sum of the recorded offsets (``tau (tau + 1) / 2`` when every
+    step is recorded; every ``record_stride``-th step, ending at tau, otherwise).
+    ``engine`` other than ``auto`` is returned as is.
     """
     if engine in ("forward", "reverse"):
         return engine
     if engine != "auto":
         raise ConfigError(f"engine: expected auto, forward or reverse, got {engine!r}")
-    reverse_cost = tau * (tau + 1) / 2 if trajectory else tau
+    if trajectory:
+        stride = max(1, min(int(record_stride), tau))
+        reverse_cost = sum(range(tau - (tau - 1) // stride * stride, tau + 1, stride))
+    else:
+        reverse_cost = tau
     return "forward" if tau * q <= reverse_cost else "reverse"
 
 
@@ -261,23 +267,26 @@ def _window_hypergradients(r: _Run, batches: list, trajectory: bool) -> tuple[to
     task = r.task
     step_fn, val_fn = task.dynamics.step, task.val_fn()
     tau = len(batches)
-    engine = choose_engine(r.opts.get("engine", "auto"), task.hyper.q, tau, trajectory=trajectory)
+    stride = record_stride(r.opts, tau)
+    engine = choose_engine(r.opts.get("engine", "auto"), task.hyper.q, tau, trajectory=trajectory,
+                           record_stride=stride)
     r.engine = engine
     chunk = r.opts.get("chunk_size")
+    # A window is short: keep its autograd graph (no recomputation; memory tau x activations).
+    checkpoint = r.opts.get("checkpoint", "graph")
     if trajectory:
         if engine == "forward":
             res = forward_trajectory(step_fn, val_fn, r.state, r.phi, batches, chunk_size=chunk)
         else:
-            stride = record_stride(r.opts, tau)
             # Equally spaced and ending at tau, so the fit sees a time-invariant sampled system.
             rec = list(range(tau - (tau - 1) // stride * stride, tau + 1, stride))
-            res = reverse_window_hypergradients(step_fn, val_fn, r.state, r.phi, batches, rec, chunk_size=chunk)
+            res = reverse_window_hypergradients(step_fn, val_fn, r.state, r.phi, batches, rec, chunk_size=chunk,
+                                                checkpoint="graph" if checkpoint == "graph" else None)
         return res.h, res.final_state
     if engine == "forward":
         res = forward_trajectory(step_fn, val_fn, r.state, r.phi, batches, chunk_size=chunk, record=[tau])
         return res.h[-1], res.final_state
-    # A window is short: keep its autograd graph (about twice as fast as recomputing each step).
-    rr = reverse_hypergradient(step_fn, val_fn, r.state, r.phi, batches, checkpoint=r.opts.get("checkpoint", "graph"))
+    rr = reverse_hypergradient(step_fn, val_fn, r.state, r.phi, batches, checkpoint=checkpoint)
     return rr.h, rr.final_state
 
 

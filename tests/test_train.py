@@ -184,6 +184,11 @@ def test_engine_choice_follows_cost() -> None:
     assert choose_engine("auto", q=300, tau=20, trajectory=True) == "reverse"
     assert choose_engine("auto", q=5, tau=1, trajectory=False) == "reverse"
     assert choose_engine("forward", q=300, tau=1, trajectory=False) == "forward"
+    # A strided window records fewer steps: reverse chains for offsets 4, 8, ..., 20 (60 products)
+    # beat 4 x 20 forward products; every step recorded (210 products) does not.
+    assert choose_engine("auto", q=4, tau=20, trajectory=True) == "forward"
+    assert choose_engine("auto", q=4, tau=20, trajectory=True, record_stride=4) == "reverse"
+    assert choose_engine("auto", q=4, tau=20, trajectory=True, record_stride=100) == "reverse"  # capped at tau
 
 
 def test_outer_settings_most_specific_wins() -> None:
