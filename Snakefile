@@ -20,10 +20,13 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/figures_common.smk"
+include: "workflow/rules/studies_common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/bench.smk"
+include: "workflow/rules/ablation.smk"
+include: "workflow/rules/sensitivity.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 

@@ -1,5 +1,5 @@
 """Figure 8: best validation loss so far, and the test loss of that run, against the number of full
-training runs and against wall time, for every strategy (fixed, local, glocal, global, random, tpe) of one
+training runs and against wall time, for every strategy (fixed, local, glocal, global, random, tpe, cmaes) of one
 task."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from figures.io import Run, to_float
 def best_so_far(run: Run, col: str = "val_loss") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(training runs, cumulative wall time (s), value) of one run directory, where value is the best final
     validation loss so far (``col='val_loss'``) or the test loss of that best run (``col='test_loss'``).
-    random/tpe: trials.csv; global: the final losses of each of its M runs (metrics ``run``);
+    random/tpe/cmaes: trials.csv; global: the final losses of each of its M runs (metrics ``run``);
     fixed/local/glocal: one point, the final loss at one run and time.total."""
     t = run.trials
     if t and "trial" in t:
@@ -81,7 +81,7 @@ def _mean_curves(curves: list[tuple[np.ndarray, np.ndarray, np.ndarray]]):
 
 
 #: sideways offset (in training runs) of the single-run strategies left of one run, so that none hides another
-#: or the first step of a multi-run strategy (global, random, tpe), which stays at exactly one run
+#: or the first step of a multi-run strategy (global, random, tpe, cmaes), which stays at exactly one run
 DODGE = {"fixed": -0.4, "hd": -0.3, "local": -0.2, "glocal": -0.1}
 YLABEL = {"val_loss": "best validation loss so far", "test_loss": "test loss of that run"}
 
@@ -110,7 +110,7 @@ def plot_baselines(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: s
     for i, col in enumerate(("val_loss", "test_loss")):
         for ax, xk in zip(axes[i], ("runs", "wall")):
             ax.set_label(f"baselines/{xk}" if col == "val_loss" else f"baselines/{col}/{xk}")
-            ax.set_xlabel("number of full training runs (random/tpe: one per trial)" if xk == "runs"
+            ax.set_xlabel("number of full training runs (searches: one per trial)" if xk == "runs"
                           else "wall time (s, log scale)")
             ax.set_ylabel(YLABEL[col])
     if not strategies:

@@ -48,6 +48,11 @@ VOCABULARY: dict[str, str] = {
     "momentum": r"momentum",
     "peak memory": r"memory",
     "diagonal": r"diagonal",
+    "time-delay depth": r"time[- ]delay",
+    "energy threshold": r"energy thresholds?",
+    "record stride": r"record strides?|\bstrides?\b",
+    "recorded steps": r"recorded steps",
+    "starting value": r"starting values?",
 }
 
 
@@ -94,7 +99,7 @@ class Table:
 FIGURES: list[Figure] = [
     Figure("hpo_curves_{task}", "figures.hpo_curves", "HPO curves",
            "The validation loss (top) and test loss (bottom) of every strategy, one colour each, against the "
-           "training step of its final training run (left: global's last meta-iteration, random and TPE dashed: "
+           "training step of its final training run (left: global's last meta-iteration, random, TPE and CMA-ES dashed: "
            "the run of their best trial) and against the wall time the strategy has spent (right, linear), where "
            "strategies with several runs are one marker per run: global's loss at the end of each meta-iteration, "
            "the searches' best loss so far after each trial. Lines: mean over seeds, bands: min-max; x = a "
@@ -106,7 +111,7 @@ FIGURES: list[Figure] = [
            "panel): for task lr the learning rate of each named layer, weight decay and momentum; for reweight "
            "the mean example weight of clean and of flipped examples. local and glocal change them during their "
            "one run; global keeps them constant within a run, so each of its meta-iterations is a horizontal line "
-           "(light = early, dark = last); fixed stays at the initial value; random and TPE (dashed) show the "
+           "(light = early, dark = last); fixed stays at the initial value; random, TPE and CMA-ES (dashed) show the "
            "best trial of each seed. For reweight, clean above flipped means the weights separate the noisy "
            "labels.",
            ("training step", "meta-iteration", "trial", "learning rate", "weight decay", "momentum",
@@ -163,11 +168,31 @@ FIGURES: list[Figure] = [
            ("eigenvalue", "unit circle")),
     Figure("baselines_{task}", "figures.baselines", "Baselines: best loss against budget",
            "Best final validation loss so far (top) and the test loss of that run (bottom) against the number of "
-           "full training runs (left) and the wall time (right, log): random and TPE step down trial by trial, "
+           "full training runs (left) and the wall time (right, log): random, TPE and CMA-ES step down trial by trial, "
            "global run by run; fixed, local and glocal are single runs (points, spread sideways at one run so "
            "that none hides another). Mean over seeds, bars and bands min-max. Lower-left is better: "
            "gradient-based HPO against black-box search at equal budget.",
            ("validation loss", "test loss", "training runs", "wall time", "trial")),
+    Figure("ablation_extract", "figures.ablation", "Ablations of the estimator on the extraction",
+           "One column per setting varied alone from the extraction's: the time-delay depth d, a fixed POD rank, "
+           "the POD energy threshold, the rank rule, the record stride k (the fit sees every k-th local "
+           "hypergradient of the prefix) and the prefix length tau at the base setting. Rows: the relative error "
+           "of the glocal (limit) estimate of h_T at the task's longest prefix (its window), mean over window "
+           "starts, one row per batch mode (solid red; dotted blue: the local h_tau of the same prefix, which no "
+           "setting changes except the prefix length); bottom: the cost of each setting, the wall time of the fit "
+           "(and for the stride the recorded steps the fit needs, right axis). One marker per task; fits that "
+           "fell back to local are counted under the figure. Below the dotted line = the setting helps.",
+           ("relative error", "prefix length", "window start", "time-delay depth", "energy threshold",
+            "record stride", "wall time", "recorded steps", "fallback")),
+    Figure("sensitivity", "figures.sensitivity", "Sensitivity to the starting point",
+           "One row per task: the final test loss (left) and the learned hyperparameters at the end of the run "
+           "(right) against the starting value, one colour per strategy (mean over seeds). Task lr: the inner "
+           "learning rate of every layer starts at a multiple of the default; right, the final learning rate "
+           "(mean over layers in log space) with the dotted no-change line (learned = initial). Task reweight: "
+           "the initial example weight; right, the final mean example weight of clean (solid) and flipped "
+           "(dashed) examples. fixed keeps its start, so its test loss shows how bad a start is; a strategy "
+           "recovers when its test loss stays flat across starting values.",
+           ("test loss", "starting value", "learning rate", "example weight")),
 ]
 
 #: the tables under results/tables/
@@ -178,7 +203,7 @@ TABLES: list[Table] = [
           ("training runs", "validation loss", "test loss", "accuracy", "AUC", "wall time", "peak memory"),
           "table_summary"),
     Table("budget.md / .csv / .html", "budget.csv",
-          "Gradient strategies against random search and TPE at equal budgets: for each gradient strategy's "
+          "Gradient strategies against random search, TPE and CMA-ES at equal budgets: for each gradient strategy's "
           "number of full training runs and wall time, the test loss / accuracy of the searches' best run so far "
           "(selected on the validation set), mean ± std over seeds.",
           ("training runs", "wall time", "test loss", "accuracy"), "table_budget"),
@@ -192,6 +217,17 @@ TABLES: list[Table] = [
           "The theory checks of `glocal theory` per check: cases passed/failed, the worst measured value and its "
           "bound (see docs/theory.md).",
           ("bound",), "table_theory"),
+    Table("ablation_extract.md / .csv / .html", "ablation_extract.csv",
+          "The extraction ablation (`glocal ablate extract`) per task, batch mode, axis (the delay d, POD rank, "
+          "energy or rank rule of the fit, or the recording frequency k; the base setting at every prefix length) "
+          "and estimator: relative error, ratio to local, fallbacks, and the cost: recorded steps, engine ops and "
+          "fit wall time.",
+          ("relative error", "ratio to local", "prefix length", "fallback", "recorded steps", "wall time"),
+          "table_ablation_extract"),
+    Table("sensitivity.md / .csv / .html", "sensitivity.csv",
+          "Sensitivity to the starting point (`glocal sensitivity`): per task, starting value and strategy, the "
+          "final test loss and the learned learning rate or example weights, mean ± std over seeds.",
+          ("test loss", "starting value", "learning rate", "example weight"), "table_sensitivity"),
 ]
 
 

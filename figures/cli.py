@@ -1,7 +1,8 @@
 """``glocal figures --config FILE --results results --out results/figures``: every figure (PNG + PDF).
 
 Layout read: results/runs/{task}/{strategy}/seed{seed}/, results/extract/{task}/, results/analysis/,
-results/theory/, results/bench/cost.csv. A figure whose inputs are missing is still written, saying so;
+results/theory/, results/bench/cost.csv, results/ablation/extract/{task}/, results/sensitivity/{task}/{start}/.
+A figure whose inputs are missing is still written, saying so;
 a figure that fails to draw is replaced by one showing the error and the exit status becomes 1.
 """
 
@@ -48,6 +49,18 @@ def tasks_of(config: dict[str, Any], runs: dict, results: Path) -> list[str]:
     return sorted(found)
 
 
+def ablation_rows(results: Path, config: dict[str, Any], tasks: list[str]) -> list[dict[str, str]]:
+    """The rows of results/ablation/extract/{task}/ablation.csv of the config's ablated tasks (without a config,
+    of the tasks found)."""
+    if config.get("tasks"):
+        from glocal.config import ablation_extract_tasks
+
+        wanted = ablation_extract_tasks(config)
+    else:
+        wanted = tasks
+    return [r for t in wanted for r in read_csv(results / "ablation" / "extract" / t / "ablation.csv")]
+
+
 def _error_figure(name: str, out: Path, exc: BaseException) -> None:
     fig, axes = style.subplots(1, 1, w=5, h=2.5)
     style.empty(axes[0, 0], f"figure {name} failed:\n{type(exc).__name__}: {str(exc)[:200]}")
@@ -78,8 +91,9 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
 
     for task in tasks:
         tr = runs.get(task, {})
-        seeds = expected_seeds(tr, config)
-        strategies = list(strat_cfg or tr)
+        seeds = expected_seeds(tr, config, task)
+        own = ((config.get("tasks") or {}).get(task) or {}).get("strategies")
+        strategies = list(own or strat_cfg or tr)
         if f"hpo_curves_{task}" in names:
             draw(f"hpo_curves_{task}", hpo_curves.plot_hpo_curves,
                  {s: tr.get(s, {}) for s in strategies}, task, out / f"hpo_curves_{task}", seeds, strategies)
@@ -91,7 +105,7 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     if "reweight_weights" in names:
         tr = runs.get("reweight", {})
         draw("reweight_weights", lambda: reweight.plot_reweight_weights(
-            tr, out / "reweight_weights", expected_seeds(tr, config)))
+            tr, out / "reweight_weights", expected_seeds(tr, config, "reweight")))
     if "error_vs_tau" in names:
         draw("error_vs_tau", lambda: error_vs_tau.plot_error_vs_tau(
             [r for r in read_csv(results / "analysis" / "error_vs_tau.csv") if r.get("task") in tasks],
@@ -113,6 +127,16 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     if "cost" in names:
         bench = read_csv(results / "bench" / "cost.csv")
         draw("cost", lambda: cost.plot_cost(bench, out / "cost", {t: runs.get(t, {}) for t in tasks}))
+    if "ablation_extract" in names:
+        from figures import ablation
+
+        draw("ablation_extract", lambda: ablation.plot_ablation_extract(
+            ablation_rows(results, config, tasks), out / "ablation_extract"))
+    if "sensitivity" in names:
+        from figures import sensitivity
+
+        draw("sensitivity", lambda: sensitivity.plot_sensitivity(
+            sensitivity.load(sensitivity.index_paths(results, config)), out / "sensitivity"))
     th = [n for n in theory.NAMES if n in names]
     if th:
         try:

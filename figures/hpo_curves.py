@@ -23,7 +23,7 @@ from figures.io import Run
 PANELS = [("val_loss", "step"), ("val_loss", "wall"), ("test_loss", "step"), ("test_loss", "wall")]
 YLABEL = {"val_loss": "validation loss (cross-entropy)", "test_loss": "test loss (cross-entropy)"}
 XLABEL = {"step": "training step of the final run", "wall": "wall time spent by the strategy (s)"}
-SEARCHES = ("random", "tpe")
+SEARCHES = ("random", "tpe", "cmaes")
 #: per-trial best-so-far columns of trials.csv for each loss
 TRIAL_COLUMN = {"val_loss": "best_so_far_val_loss", "test_loss": "best_so_far_test_loss"}
 

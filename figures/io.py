@@ -137,11 +137,13 @@ def found_runs(results: str | Path) -> list[RunRef]:
 
 
 def config_runs(results: str | Path, config: dict[str, Any]) -> list[RunRef]:
-    """The runs a config asks for: enabled tasks x ``strategies`` x ``seeds`` (whether they exist or not)."""
+    """The runs a config asks for: enabled tasks x their strategies x their seeds (``tasks.<task>.strategies``
+    / ``seeds``, else the top-level lists), whether they exist or not."""
+    from glocal.config import enabled_tasks, task_seeds, task_strategies
+
     root = Path(results) / "runs"
-    tasks = [t for t, c in (config.get("tasks") or {}).items() if (c or {}).get("enabled", True)]
-    return [(t, s, int(n), root / t / s / f"seed{n}") for t in tasks for s in config.get("strategies") or []
-            for n in config.get("seeds") or []]
+    return [(t, s, int(n), root / t / s / f"seed{n}") for t in enabled_tasks(config)
+            for s in task_strategies(config, t) for n in task_seeds(config, t)]
 
 
 def index_runs(paths: list[str | Path]) -> list[RunRef]:
@@ -184,8 +186,13 @@ def select_runs(results: str | Path, config: dict[str, Any] | None = None,
     return None
 
 
-def expected_seeds(runs: dict[str, dict[int, Run]], config: dict[str, Any] | None = None) -> list[int]:
-    """Seeds every strategy of a task should have: the config's, else the union of those found."""
+def expected_seeds(runs: dict[str, dict[int, Run]], config: dict[str, Any] | None = None,
+                   task: str | None = None) -> list[int]:
+    """Seeds every strategy of a task should have: the config's (the task's own ``seeds`` when ``task`` is
+    given and sets them), else the union of those found."""
+    own = ((config or {}).get("tasks") or {}).get(task) or {} if task else {}
+    if own.get("seeds") is not None:
+        return sorted(int(s) for s in own["seeds"])
     if config and config.get("seeds") is not None:
         return sorted(int(s) for s in config["seeds"])
     return sorted({s for by_seed in runs.values() for s in by_seed})

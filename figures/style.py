@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 DPI = 300
 
 #: strategy order in legends and tables
-STRATEGIES = ["fixed", "hd", "local", "glocal", "global", "random", "tpe"]
+STRATEGIES = ["fixed", "hd", "local", "glocal", "global", "random", "tpe", "cmaes"]
 
 #: one fixed colour per strategy, the same in every figure
 COLORS = {
@@ -28,8 +28,9 @@ COLORS = {
     "global": "#2ca02c",  # green
     "random": "#9467bd",  # purple
     "tpe": "#8c564b",     # brown
+    "cmaes": "#000000",   # black (CMA-ES)
 }
-MARKERS = {"fixed": "s", "hd": "X", "local": "o", "glocal": "D", "global": "^", "random": "v", "tpe": "P"}
+MARKERS = {"fixed": "s", "hd": "X", "local": "o", "glocal": "D", "global": "^", "random": "v", "tpe": "P", "cmaes": "*"}
 
 #: estimators of the extraction: glocal ones in the glocal colour family, local in the local colour
 ESTIMATOR_STYLE = {

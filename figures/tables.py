@@ -26,7 +26,8 @@ SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_s
 
 #: the Markdown tables also written as HTML pages (for the report): name -> page title
 HTML_TABLES = {"summary": "Summary", "budget": "Equal budgets", "error_vs_tau": "Error against prefix length",
-               "theory": "Theory checks"}
+               "theory": "Theory checks", "ablation_extract": "Ablations: extraction",
+               "sensitivity": "Sensitivity to the starting point"}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def summary_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, A
     run's losses, are left out of the mean and counted in n_diverged)."""
     rows = []
     for task in sorted(runs):
-        seeds = expected_seeds(runs[task], config)
+        seeds = expected_seeds(runs[task], config, task)
         for strat in style.order(runs[task]):
             by_seed = runs[task][strat]
             rs = [by_seed[s] for s in sorted(by_seed)]
@@ -223,6 +224,15 @@ def run(args: argparse.Namespace) -> int:
     brows = budget_rows(runs)
     atomic_write_csv(out / "budget.csv", brows, BUDGET_FIELDS)
     atomic_write_text(out / "budget.md", budget_markdown(brows))
+    from figures import ablation, sensitivity
+    from figures.cli import ablation_rows
+
+    arows = ablation.table_rows(ablation_rows(results, config, tasks))
+    atomic_write_csv(out / "ablation_extract.csv", arows, ablation.TABLE_FIELDS)
+    atomic_write_text(out / "ablation_extract.md", ablation.table_markdown(arows))
+    srows = sensitivity.table_rows(sensitivity.summarize(sensitivity.load(sensitivity.index_paths(results, config))))
+    atomic_write_csv(out / "sensitivity.csv", srows, sensitivity.TABLE_FIELDS)
+    atomic_write_text(out / "sensitivity.md", sensitivity.table_markdown(srows))
     from figures.html import markdown_to_html
 
     for name, title in HTML_TABLES.items():  # what the Snakemake report shows (it offers CSVs only as downloads)

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("glocal.train", "one hyperparameter-optimization run (task x strategy x seed) into a run directory"),
     "extract": ("glocal.extract", "exact hypergradient trajectory at fixed phi, with glocal/local estimates over tau"),
     "analyze": ("glocal.analysis", "error against trajectory length from extract outputs, with the bound"),
+    "ablate": ("glocal.ablation", "ablations of the estimator: refit saved trajectories (extract) or HPO runs (hpo)"),
+    "sensitivity": ("glocal.sensitivity", "every strategy from one starting point of the hyperparameters"),
     "theory": ("theory_checks.runner", "the quadratic-system theory checks at full scale"),
     "figures": ("figures.cli", "every figure of the reproduction, from result files"),
     "tables": ("figures.tables", "summary tables and results/README.md, from result files"),

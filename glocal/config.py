@@ -34,10 +34,22 @@ __all__ = [
     "check_data",
     "ConfigError",
     "WINDOWED_STRATEGIES",
+    "enabled_tasks",
+    "task_strategies",
+    "task_seeds",
+    "extract_options",
+    "extract_tasks",
+    "sensitivity_starts",
+    "ablation_extract_tasks",
+    "ablation_hpo_axes",
+    "ABLATION_AXES",
+    "ablation_config",
+    "sensitivity_config",
+    "check_sections",
 ]
 
 #: The strategies the runner implements; a variant (``strategy_variants``) runs one of the gradient ones.
-BUILTIN_STRATEGIES = ("fixed", "hd", "local", "glocal", "global", "random", "tpe")
+BUILTIN_STRATEGIES = ("fixed", "hd", "local", "glocal", "global", "random", "tpe", "cmaes")
 VARIANT_BASES = ("hd", "local", "glocal", "global")
 
 #: Strategies that update phi at the end of every window of ``strategy_options.<name>.window`` steps
@@ -234,6 +246,16 @@ def check_run(config: Mapping[str, Any], task: str, strategy: str) -> None:
             f"{key}: the window ({window} steps) must be shorter than the run (tasks.{task}.steps = {steps}): "
             "hyperparameters are updated at the end of each window, so no update would ever be used"
         )
+    if base in ("local", "glocal"):
+        period = strategy_options(config, task, strategy).get("update_every")
+        if base != strategy:
+            window = strategy_options(config, task, strategy).get("window")
+        if period is not None and isinstance(window, int) and period < window:
+            raise ConfigError(f"update_every of strategy {strategy!r} on task {task!r}: the period ({period} steps) must "
+                              f"be at least the window ({window} steps, {key}): each period ends with one window")
+        if period is not None and isinstance(steps, int) and period >= steps:
+            raise ConfigError(f"update_every of strategy {strategy!r} on task {task!r}: the period ({period} steps) must "
+                              f"be shorter than the run (tasks.{task}.steps = {steps}), or no update would ever be used")
 
 
 def check_variants(config: Mapping[str, Any]) -> None:
@@ -243,10 +265,14 @@ def check_variants(config: Mapping[str, Any]) -> None:
     for name in variants:
         if name in BUILTIN_STRATEGIES:
             raise ConfigError(f"strategy_variants.{name}: a variant cannot take the name of the built-in strategy {name!r}")
-    for name in config.get("strategies") or ():
-        if name not in BUILTIN_STRATEGIES and name not in variants:
-            raise ConfigError(f"strategies: unknown strategy {name!r}; expected one of {list(BUILTIN_STRATEGIES)} "
-                              "or a variant declared under strategy_variants")
+    lists = [("strategies", config.get("strategies") or ())]
+    lists += [(f"tasks.{t}.strategies", (tc or {}).get("strategies") or ()) for t, tc in (config.get("tasks") or {}).items()]
+    lists.append(("sensitivity.strategies", (config.get("sensitivity") or {}).get("strategies") or ()))
+    for key, names in lists:
+        for name in names:
+            if name not in BUILTIN_STRATEGIES and name not in variants:
+                raise ConfigError(f"{key}: unknown strategy {name!r}; expected one of {list(BUILTIN_STRATEGIES)} "
+                                  "or a variant declared under strategy_variants")
     schema = yaml.safe_load(schema_path().read_text())
     defs = schema["$defs"]
 
@@ -272,12 +298,183 @@ def check_variants(config: Mapping[str, Any]) -> None:
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """:func:`check_run` for every run the config asks for (enabled tasks x ``strategies``), after
-    :func:`check_variants`."""
+    """:func:`check_run` for every run the config asks for (enabled tasks x their strategies), after
+    :func:`check_variants`; then the ablation and sensitivity sections (:func:`check_sections`)."""
     check_variants(config)
     check_data(config)
-    for task, tcfg in (config.get("tasks") or {}).items():
-        if not (tcfg or {}).get("enabled", True):
-            continue
-        for strategy in config.get("strategies") or ():
+    for task in enabled_tasks(config):
+        for strategy in task_strategies(config, task):
             check_run(config, task, strategy)
+    check_sections(config)
+
+
+# ---------------------------------------------------------------------------- the runs a config asks for
+def enabled_tasks(config: Mapping[str, Any]) -> list[str]:
+    """The enabled tasks, in config order."""
+    return [t for t, c in (config.get("tasks") or {}).items() if (c or {}).get("enabled", True)]
+
+
+def task_strategies(config: Mapping[str, Any], task: str) -> list[str]:
+    """The strategies run on ``task``: ``tasks.<task>.strategies``, else the top-level ``strategies``."""
+    own = ((config.get("tasks") or {}).get(task) or {}).get("strategies")
+    return list(own if own is not None else config.get("strategies") or [])
+
+
+def task_seeds(config: Mapping[str, Any], task: str) -> list[int]:
+    """The seeds of ``task``'s runs: ``tasks.<task>.seeds``, else the top-level ``seeds``."""
+    own = ((config.get("tasks") or {}).get(task) or {}).get("seeds")
+    return [int(s) for s in (own if own is not None else config.get("seeds") or [])]
+
+
+def extract_options(config: Mapping[str, Any], task: str) -> dict[str, Any] | None:
+    """The extract section as it applies to ``task`` (``tasks.<task>.extract`` merged over it), or None when
+    the task is not extracted (``tasks.<task>.extract: false``)."""
+    own = task_config(config, task).get("extract", True)
+    if own is False:
+        return None
+    return _deep_merge(config.get("extract") or {}, own if isinstance(own, Mapping) else {})
+
+
+def extract_tasks(config: Mapping[str, Any]) -> list[str]:
+    """The enabled tasks that are extracted."""
+    return [t for t in enabled_tasks(config) if extract_options(config, t) is not None]
+
+
+def _label(value: Any) -> str:
+    """A value as a name part (paths, wildcards): null -> default, numbers without trailing zeros."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def sensitivity_starts(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The starting points of the sensitivity section, one dict per (enabled) task and start:
+    ``task``, ``kind``, ``start`` (its name: ``lr_x<factor>`` or ``w<weight>``), ``parameter``
+    (``lr_factor`` or ``init_weight``), ``value``, ``initial`` (the starting value itself: the inner learning
+    rate, or the initial weight) and ``task_overrides`` (what changes in ``tasks.<task>``)."""
+    sec = config.get("sensitivity") or {}
+    if not sec.get("enabled", True):
+        return []
+    enabled = set(enabled_tasks(config))
+    out: list[dict[str, Any]] = []
+    for task, spec in (sec.get("tasks") or {}).items():
+        if task not in enabled:
+            continue
+        tcfg = task_config(config, task)
+        kind = str(tcfg.get("kind") or task)
+        for factor in (spec or {}).get("lr_factors") or []:
+            lr = float(f"{float((tcfg.get('optimizer') or {}).get('lr', 0.1)) * float(factor):.12g}")
+            optimizer = {**(tcfg.get("optimizer") or {}), "lr": lr}
+            out.append({"task": task, "kind": kind, "start": f"lr_x{_label(float(factor))}", "parameter": "lr_factor",
+                        "value": float(factor), "initial": lr, "task_overrides": {"optimizer": optimizer}})
+        for w in (spec or {}).get("init_weights") or []:
+            out.append({"task": task, "kind": kind, "start": f"w{_label(float(w))}", "parameter": "init_weight",
+                        "value": float(w), "initial": float(w), "task_overrides": {"init_weight": float(w)}})
+    return out
+
+
+#: the glocal options an HPO ablation may vary (ablation.hpo.axes)
+ABLATION_AXES = ("delay", "rank", "energy", "rank_rule", "record_stride", "window", "update_every", "estimator")
+
+
+def ablation_extract_tasks(config: Mapping[str, Any]) -> list[str]:
+    """The extracted tasks whose trajectories the extraction ablation refits."""
+    sec = (config.get("ablation") or {}).get("extract") or {}
+    if not sec.get("enabled", True):
+        return []
+    tasks = extract_tasks(config)
+    wanted = sec.get("tasks")
+    return tasks if wanted is None else [t for t in tasks if t in wanted]
+
+
+def ablation_hpo_axes(config: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The HPO ablation's runs by axis: {axis: [{"label", "value", "variant", "options"}]}, where
+    ``options`` are the glocal options of the run (``ablation.hpo.base``, then the axis value; a null value
+    leaves the option as the task's glocal option) and ``variant`` the strategy-variant name it runs under.
+    Empty when the section is disabled or its task is not enabled."""
+    sec = (config.get("ablation") or {}).get("hpo") or {}
+    if not sec.get("enabled", True) or sec.get("task", "reweight") not in enabled_tasks(config):
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for entry in sec.get("axes") or []:
+        axis, values = entry["option"], entry["values"]
+        if axis in out:
+            raise ConfigError(f"ablation.hpo.axes: the option {axis!r} is listed twice")
+        runs = []
+        for i, value in enumerate(values):
+            options = dict(sec.get("base") or {})
+            if value is not None:
+                options[axis] = value
+            else:
+                options.pop(axis, None)
+            runs.append({"label": _label(value), "value": value, "variant": f"ablation_{axis}_{i}", "options": options})
+        out[axis] = runs
+    return out
+
+
+def check_sections(config: Mapping[str, Any]) -> None:
+    """The ablation and sensitivity sections name tasks that exist, with starting points of the right kind and
+    valid glocal options; :class:`ConfigError` naming the key otherwise."""
+    tasks = config.get("tasks") or {}
+    sec = config.get("sensitivity") or {}
+    if sec.get("enabled", True):
+        for task, spec in (sec.get("tasks") or {}).items():
+            if task not in tasks:
+                raise ConfigError(f"sensitivity.tasks.{task}: unknown task {task!r}; the config defines {sorted(tasks)}")
+            kind = str((tasks[task] or {}).get("kind") or task)
+            wrong = {"lr": "init_weights", "reweight": "lr_factors"}.get(kind)
+            if wrong and (spec or {}).get(wrong):
+                raise ConfigError(f"sensitivity.tasks.{task}.{wrong}: task {task!r} is of kind {kind!r}, whose starting "
+                                  f"points are {'lr_factors' if kind == 'lr' else 'init_weights'}")
+        for strategy in sec.get("strategies") or []:
+            if base_strategy(config, strategy) not in ("fixed",) + VARIANT_BASES:
+                raise ConfigError(f"sensitivity.strategies: {strategy!r} is a black-box search, whose search space does "
+                                  "not depend on the starting point; list fixed, the gradient strategies or their variants")
+        for start in sensitivity_starts(config):
+            for strategy in sec.get("strategies") or []:
+                check_run(config, start["task"], strategy)
+    abl = config.get("ablation") or {}
+    ext = abl.get("extract") or {}
+    if ext.get("enabled", True):
+        for task in ext.get("tasks") or []:
+            if task not in tasks:
+                raise ConfigError(f"ablation.extract.tasks: unknown task {task!r}; the config defines {sorted(tasks)}")
+    hpo = abl.get("hpo") or {}
+    if hpo.get("enabled", True):
+        task = hpo.get("task", "reweight")
+        if task not in tasks:
+            raise ConfigError(f"ablation.hpo.task: unknown task {task!r}; the config defines {sorted(tasks)}")
+        schema = yaml.safe_load(schema_path().read_text())
+        sub = {"$defs": schema["$defs"], "$ref": "#/$defs/glocal_override"}
+        for j, (axis, runs) in enumerate(ablation_hpo_axes(config).items()):
+            if axis not in ABLATION_AXES:
+                raise ConfigError(f"ablation.hpo.axes[{j}].option: unknown option {axis!r}; expected one of "
+                                  f"{list(ABLATION_AXES)}")
+            for i, run in enumerate(runs):
+                errors = sorted(jsonschema.Draft202012Validator(sub).iter_errors(run["options"]),
+                                key=lambda e: list(e.absolute_path))
+                if errors:
+                    err = errors[0]
+                    where = ("ablation.hpo.base" if list(err.absolute_path)[:1] != [axis]
+                             else f"ablation.hpo.axes[{j}].values[{i}] ({axis})")
+                    raise ConfigError(f"{where}: {err.message} (an option of strategy 'glocal')")
+                check_run(ablation_config(config, run), task, run["variant"])
+
+
+def ablation_config(config: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the ablation run's strategy variant declared (``run`` from :func:`ablation_hpo_axes`)."""
+    cfg = dict(config)
+    cfg["strategy_variants"] = {**(config.get("strategy_variants") or {}),
+                                run["variant"]: {"strategy": "glocal", "options": dict(run["options"])}}
+    return cfg
+
+
+def sensitivity_config(config: Mapping[str, Any], start: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the task of a sensitivity start (from :func:`sensitivity_starts`) set to that start."""
+    cfg = copy.deepcopy(dict(config))
+    cfg["tasks"][start["task"]] = _deep_merge(cfg["tasks"][start["task"]], start["task_overrides"])
+    return cfg

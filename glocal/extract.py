@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from glocal.config import ConfigError, load_config, task_config
+from glocal.config import ConfigError, extract_options, load_config, task_config
 from glocal.hypergrad import forward_trajectory, reverse_window_hypergradients, unroll
 from glocal.koopman import glocal_estimate, hankel_dmd
 from glocal.tasks import Task, build_task
@@ -233,7 +233,9 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
     """Run the extraction of ``task_name`` into directory ``out``; return the meta dict."""
     task_config(config, task_name)  # names the configured tasks when task_name is not one of them
     t_all = time.perf_counter()
-    ecfg = dict(config.get("extract", {}))
+    ecfg = extract_options(config, task_name)  # the extract section with the task's own overrides
+    if ecfg is None:
+        raise ConfigError(f"tasks.{task_name}.extract: task {task_name!r} is not extracted (extract: false)")
     T = int(ecfg["steps"])
     taus_cfg = sorted({int(t) for t in ecfg["taus"]})
     taus = [t for t in taus_cfg if t <= T]
@@ -450,6 +452,9 @@ def run(args: argparse.Namespace) -> int:
         overrides["extract"] = {"dtype": args.dtype}
     apply_threads(args.threads)
     config = load_config(args.config, overrides)
+    own = ((config.get("tasks") or {}).get(args.task) or {}).get("extract")
+    if args.dtype and isinstance(own, dict):  # --dtype wins over a per-task extract.dtype too
+        own["dtype"] = args.dtype
     if args.task not in (config.get("tasks") or {}):
         raise ConfigError(f"--task: unknown task {args.task!r}; the config defines {sorted(config.get('tasks') or {})}")
     meta = run_extract(config, args.task, args.out, seed=args.seed, progress=args.progress)

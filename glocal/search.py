@@ -1,4 +1,4 @@
-"""Black-box baselines: random search and Optuna's TPE (``glocal train --strategy random|tpe``).
+"""Black-box baselines: random search, Optuna's TPE and CMA-ES (``glocal train --strategy random|tpe|cmaes``).
 
 One *trial* is one full training run of the task (``steps`` inner steps from theta_0, the run
 seed's initialization and batch order) at hyperparameters fixed for the whole run, exactly
@@ -23,6 +23,11 @@ Search spaces (ranges overridable per name under ``strategy_options.<random|tpe>
 
 Run directory (same format as the other strategies, plus the study):
 
+Samplers: ``random`` (RandomSampler), ``tpe`` (TPESampler, multivariate) and ``cmaes`` (CmaEsSampler, the
+evolution strategy CMA-ES of the ``cmaes`` package: after ``n_startup_trials`` random trials, generations of
+``popsize`` trials sampled from a Gaussian whose mean, step size and covariance it adapts to the ranking of
+the previous generation; its state lives in the study, so it resumes like the others).
+
 * ``study.db`` — the Optuna RDB storage (SQLite). A search killed halfway and started again
   continues from its finished trials; a trial left ``RUNNING`` by the kill is marked ``FAIL``
   and re-run with the same parameters (the sampler of trial k is seeded by (seed, k), where k
@@ -37,6 +42,7 @@ Run directory (same format as the other strategies, plus the study):
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -73,9 +79,11 @@ from glocal.utils import (
     resolve_dtype,
 )
 
-__all__ = ["run_search", "DEFAULT_SPACE", "SEARCH_STRATEGIES", "validate_space", "TRIAL_COLUMNS"]
+__all__ = ["run_search", "DEFAULT_SPACE", "SEARCH_STRATEGIES", "SAMPLER_NAMES", "validate_space", "TRIAL_COLUMNS"]
 
-SEARCH_STRATEGIES = ("random", "tpe")
+SEARCH_STRATEGIES = ("random", "tpe", "cmaes")
+#: the Optuna sampler class of each search strategy (recorded in summary.json)
+SAMPLER_NAMES = {"random": "RandomSampler", "tpe": "TPESampler", "cmaes": "CmaEsSampler"}
 
 #: Default ranges: name -> (low, high, log). ``lr`` applies to every per-layer rate.
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
@@ -134,7 +142,9 @@ def validate_space(space: Any, where: str) -> None:
             raise ConfigError(f"{key}: {name} must lie in [0, 1), got [{low}, {high}]")
 
 
-_OPTION_KEYS = {"n_trials", "space", "reweight_rule", "n_startup_trials"}
+_OPTION_KEYS = {"n_trials", "space", "reweight_rule", "n_startup_trials", "popsize", "sigma0"}
+#: options only some search strategies take
+_OWN_OPTIONS = {"n_startup_trials": ("tpe", "cmaes"), "popsize": ("cmaes",), "sigma0": ("cmaes",)}
 
 
 def _check_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[str, Any]:
@@ -144,7 +154,7 @@ def _check_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[
     sources.append((f"tasks.{task}.strategy_options.{strategy}", over))
     for where, raw in sources:
         for key in raw:
-            if key not in _OPTION_KEYS or (key == "n_startup_trials" and strategy != "tpe"):
+            if key not in _OPTION_KEYS or strategy not in _OWN_OPTIONS.get(key, (strategy,)):
                 raise ConfigError(f"{where}.{key}: unknown option {key!r} of strategy {strategy!r}")
         validate_space(raw.get("space"), f"{where}.space")
         rule = raw.get("reweight_rule")
@@ -163,6 +173,10 @@ def _check_options(config: Mapping[str, Any], task: str, strategy: str) -> dict[
     if strategy == "tpe":
         ns = opts.get("n_startup_trials")
         resolved["n_startup_trials"] = int(ns) if ns is not None else max(2, min(10, n // 3))
+    if strategy == "cmaes":
+        resolved["n_startup_trials"] = int(opts.get("n_startup_trials") or 1)
+        resolved["popsize"] = None if opts.get("popsize") is None else int(opts["popsize"])
+        resolved["sigma0"] = None if opts.get("sigma0") is None else float(opts["sigma0"])
     return resolved
 
 
@@ -303,12 +317,40 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
 
 
 # ---------------------------------------------------------------------------- the study
+def _cmaes_sampler_class():
+    import optuna
+
+    class IndexedCmaEsSampler(optuna.samplers.CmaEsSampler):
+        """CmaEsSampler whose random numbers depend on the seed and the trial's index k (finished trials before
+        it), not on Optuna's trial number, which also counts the attempts a kill interrupted: a resumed search
+        then proposes exactly what the uninterrupted one would have (CmaEsSampler seeds its CMA-ES's generator
+        with a draw of its own generator plus the trial number)."""
+
+        def __init__(self, *, index: int, **kw: Any) -> None:
+            super().__init__(**kw)
+            self._index = int(index)
+
+        def sample_relative(self, study, trial, search_space):
+            renumbered = copy.copy(trial)
+            renumbered.number = self._index
+            return super().sample_relative(study, renumbered, search_space)
+
+    return IndexedCmaEsSampler
+
+
 def _sampler(strategy: str, seed: int, k: int, opts: Mapping[str, Any]):
     import optuna
 
     s = (seed * 1_000_003 + k * 7_919 + 17) % (2**31 - 1)
     if strategy == "random":
         return optuna.samplers.RandomSampler(seed=s)
+    if strategy == "cmaes":
+        # A fresh sampler per trial, like the others: CMA-ES's state (mean, step size, covariance) is stored in
+        # the study by the trial that completes a generation and restored from there.
+        return _cmaes_sampler_class()(index=k, seed=s, n_startup_trials=int(opts["n_startup_trials"]),
+                                      popsize=opts.get("popsize"), sigma0=opts.get("sigma0"),
+                                      independent_sampler=optuna.samplers.RandomSampler(seed=s),
+                                      warn_independent_sampling=False)
     return optuna.samplers.TPESampler(seed=s, n_startup_trials=int(opts["n_startup_trials"]))
 
 
@@ -359,13 +401,19 @@ def run_search(
     progress: bool | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
-    """Random search or TPE over the task's hyperparameters into run directory ``out``.
+    """Random search, TPE or CMA-ES over the task's hyperparameters into run directory ``out``.
 
     ``stop_after`` (tests) raises :class:`glocal.rundir.StopRequested` once that many trials
     have finished in the study, as a kill would. A second process writing the same ``out`` refuses
     (:class:`glocal.rundir.RunLockedError`).
     """
     import optuna  # noqa: F401 - without the `baselines` extra, fail before the directory is touched
+
+    if strategy == "cmaes":
+        try:
+            import cmaes  # noqa: F401 - optuna's CmaEsSampler needs it
+        except ImportError as err:
+            raise ImportError("strategy cmaes needs the package cmaes: pip install 'glocal[baselines]'") from err
 
     if strategy not in SEARCH_STRATEGIES:
         raise ConfigError(f"strategy: {strategy!r} is not a search strategy; expected one of {list(SEARCH_STRATEGIES)}")
@@ -484,7 +532,7 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
         "n_training_runs": len(rows), "n_hyper_updates": 0, "q": len(names), "steps": t.steps,
         "resumed": resumed, "fallbacks": 0,
         "search": {
-            "sampler": "RandomSampler" if strategy == "random" else "TPESampler",
+            "sampler": SAMPLER_NAMES[strategy],
             "objective": "final val_loss (inf if the run diverged)",
             "n_trials": len(rows), "best_trial": k_best, "best_params": best["params"],
             "parameters": names, "space": {key: opts["space"][key] for key in sorted({s for _, s in _space_names(t)})},

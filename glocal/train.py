@@ -56,11 +56,11 @@ from glocal.rundir import (
 from glocal.tasks import Task, build_task
 from glocal.utils import add_threads_argument, apply_threads, resolve_device, resolve_dtype
 
-__all__ = ["run_experiment", "OuterOptimizer", "choose_engine", "fit_health", "GRADIENT_STRATEGIES", "STRATEGIES",
-           "METRIC_COLUMNS", "StopRequested"]
+__all__ = ["run_experiment", "run_or_reuse", "OuterOptimizer", "choose_engine", "fit_health", "GRADIENT_STRATEGIES",
+           "STRATEGIES", "METRIC_COLUMNS", "StopRequested"]
 
 GRADIENT_STRATEGIES = ("fixed", "hd", "local", "glocal", "global")
-STRATEGIES = GRADIENT_STRATEGIES + ("random", "tpe")
+STRATEGIES = GRADIENT_STRATEGIES + ("random", "tpe", "cmaes")
 
 
 class OuterOptimizer:
@@ -291,14 +291,33 @@ def _window_hypergradients(r: _Run, batches: list, trajectory: bool) -> tuple[to
 
 
 def _run_windowed(r: _Run, bar, stop_after: int | None) -> None:
-    """fixed / local / glocal: one training run, phi updated at the end of every window."""
+    """fixed / local / glocal: one training run, phi updated at the end of every window.
+
+    With ``update_every`` = P (local, glocal; default: the window) phi is updated once every P steps: each
+    period trains its first P - window steps without hypergradients and ends with one window.
+    """
     task, T = r.task, r.task.steps
     window = int(r.opts.get("window", r.eval_every)) if r.base != "fixed" else r.eval_every
     if window < 1:
         raise ConfigError(f"strategy_options.{r.strategy}.window: must be >= 1, got {window}")
+    period = int(r.opts.get("update_every") or window) if r.base in ("local", "glocal") else window
+    if period < window:
+        raise ConfigError(f"strategy_options.{r.strategy}.update_every: the period ({period}) must be at least the "
+                          f"window ({window})")
     if r.step == 0 and not r.rows and r.log_metrics(force=True):
         return
     while r.step < T:
+        if period > window:  # the period's steps before its window: plain training at the current phi
+            plain_end = min(r.step + period - window, T)
+            t0 = time.perf_counter()
+            r.state = unroll(task.dynamics.step, r.state, r.phi, task.batches(r.step, plain_end))
+            r.timers["training"] += time.perf_counter() - t0
+            bar.update(plain_end - r.step)
+            prev, r.step = r.step, plain_end
+            if r.check_divergence() or (r.step // r.eval_every != prev // r.eval_every and r.log_metrics()):
+                return
+            if r.step >= T:
+                break
         end = min(r.step + window, T)
         batches = task.batches(r.step, end)
         bad_h: torch.Tensor | None = None
@@ -455,7 +474,7 @@ def run_experiment(
     an uninterrupted one. ``stop_after`` (tests) stops after that many outer steps, right after
     a checkpoint, as a kill would.
     """
-    if strategy in ("random", "tpe"):
+    if strategy in ("random", "tpe", "cmaes"):
         from glocal.search import run_search
 
         return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after)
@@ -513,6 +532,27 @@ def run_experiment(
         summary = rd.write_summary(summary, **sections)
         rd.remove_checkpoint()
     return summary
+
+
+def run_or_reuse(config: Mapping[str, Any], task: str, strategy: str, seed: int, out: str | os.PathLike,
+                 *, progress: bool | None = False) -> dict[str, Any]:
+    """:func:`run_experiment`, unless ``out`` already holds the finished run of exactly this config, task,
+    strategy and seed (its ``summary.json`` carries the same fingerprint): then that run's summary.
+
+    For commands that run several runs in one job (``glocal sensitivity``, ``glocal ablate hpo``): restarted
+    after a kill, they redo only the runs that had not finished (and resume those from their checkpoints).
+    """
+    opts = strategy_options(config, task, strategy)
+    fp = fingerprint({"config": dict(config), "task": task, "strategy": strategy, "seed": seed, "options": opts})
+    path = os.path.join(os.fspath(out), RunDirectory.SUMMARY)
+    try:
+        with open(path) as fh:
+            summary = json.load(fh)
+        if summary.get("fingerprint") == fp:
+            return summary
+    except (OSError, ValueError):
+        pass
+    return run_experiment(config, task, strategy, seed, out, progress=progress)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:

@@ -109,6 +109,32 @@ def results(tmp_path_factory) -> Path:
     write_search(root, "lr", "random", 0)
     write_search(root, "lr", "tpe", 0)
     write_search(root, "lr", "tpe", 1)
+    write_search(root, "lr", "cmaes", 0)
+    # extraction ablation: the refits of a geometric trajectory by the library itself
+    import torch
+
+    from glocal.ablation import ABLATION_COLUMNS, ablate_trajectory, ablation_settings
+
+    steps = list(range(1, 21)) + [40]
+    h = torch.stack([torch.tensor([1.0, -2.0]) * (1 - 0.8 ** t) for t in steps]).double()
+    settings = ablation_settings({"delays": [1, 2], "ranks": [1], "energies": [0.9], "rank_rules": ["full", "oht"],
+                                  "strides": [1, 4]}, {"delay": 1, "rank": None, "energy": None, "rank_rule": "full"})
+    abl = []
+    for setting, bs in (("full", None), ("bs8", 8)):
+        for s in (0, 15):
+            abl += [{"task": "lr", "setting": setting, "batch_size": bs, "window_start": s, "realization": 0, **r}
+                    for r in ablate_trajectory(h, steps, h[-1], 40, [5, 10, 20], settings, ["limit", "horizon"])]
+    _write_csv(root / "ablation" / "extract" / "lr" / "ablation.csv", abl, ABLATION_COLUMNS)
+    # sensitivity: indexes over the synthetic runs (as if each start had run them)
+    for task, starts in (("lr", [("lr_x0.1", "lr_factor", 0.1, 0.005), ("lr_x1", "lr_factor", 1.0, 0.05)]),
+                         ("reweight", [("w0.9", "init_weight", 0.9, 0.9)])):
+        for start, parameter, value, initial in starts:
+            d = root / "sensitivity" / task / start
+            d.mkdir(parents=True)
+            (d / "index.json").write_text(json.dumps({
+                "task": task, "kind": task, "start": start, "parameter": parameter, "value": value, "initial": initial,
+                "runs": [{"strategy": st, "seed": 0, "path": str(root / "runs" / task / st / "seed0")}
+                         for st in ("fixed", "glocal", "global")]}))
     # extraction analysis + spectra
     ev = []
     for task in ("lr", "reweight"):
@@ -165,7 +191,8 @@ def _ok(paths):
 
 
 CONFIG = {"tasks": {"lr": {}, "reweight": {}}, "strategies": ["fixed", "local", "glocal", "global", "random", "tpe"],
-          "seeds": [0, 1]}
+          "seeds": [0, 1], "sensitivity": {"strategies": ["fixed", "glocal", "global"],
+                                           "tasks": {"lr": {"lr_factors": [0.1, 1]}, "reweight": {"init_weights": [0.9]}}}}
 
 
 @pytest.fixture(scope="module")

@@ -178,3 +178,30 @@ def test_cli_typo_fails_naming_the_key(tmp_path: Path, capsys, where: str) -> No
                "--no-progress"])
     assert rc == 2
     assert typo in capsys.readouterr().err
+
+
+def test_cmaes_runs_seeded_and_resumes_like_the_uninterrupted_search(tmp_path: Path) -> None:
+    """CMA-ES (Optuna's CmaEsSampler): one random trial, then generations of popsize trials; the same seed gives
+    the same trials, another seed others, and a search killed after 3 trials resumes to exactly the trials of the
+    uninterrupted one (the sampler's random numbers follow the trial's index, not Optuna's attempt number)."""
+    import optuna
+
+    cfg = load_config(None, {**TINY, "strategy_options": {"cmaes": {"n_trials": 6, "popsize": 4}}})
+    a = run_search(cfg, "lr", "cmaes", 2, tmp_path / "a", progress=False)
+    b = run_search(cfg, "lr", "cmaes", 2, tmp_path / "b", progress=False)
+    ra = _rows(tmp_path / "a" / "trials.csv")
+    assert a["search"]["sampler"] == "CmaEsSampler" and a["n_training_runs"] == len(ra) == 6
+    assert _without_wall(ra) == _without_wall(_rows(tmp_path / "b" / "trials.csv")) and a["final"] == b["final"]
+    assert len({r["lr[0]"] for r in ra}) == 6  # six distinct points of the search space
+    c = run_search(cfg, "lr", "cmaes", 3, tmp_path / "c", progress=False)
+    assert c["search"]["best_params"] != a["search"]["best_params"]
+    out = tmp_path / "killed"
+    with pytest.raises(StopRequested):
+        run_search(cfg, "lr", "cmaes", 2, out, progress=False, stop_after=3)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(out / 'study.db').resolve()}")
+    study = optuna.load_study(study_name="lr/cmaes/seed2", storage=storage)
+    study.ask()  # the kill interrupted the fourth trial: it stays RUNNING and its number is used up
+    storage.engine.dispose()
+    resumed = run_search(cfg, "lr", "cmaes", 2, out, progress=False)
+    assert resumed["resumed"] and resumed["search"]["n_failed_attempts"] == 1
+    assert _without_wall(_rows(out / "trials.csv")) == _without_wall(ra)

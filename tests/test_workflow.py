@@ -154,9 +154,16 @@ def test_dry_run(wf: Path, configfile: str | None):
     stats = job_stats(out)
     cfg = yaml.safe_load((wf / "results/config.resolved.yaml").read_text())
     tasks = [t for t, c in cfg["tasks"].items() if c["enabled"]]
-    n_runs = len(tasks) * len(cfg["strategies"]) * len(cfg["seeds"])
+    # per task: its own strategies and seeds (tasks.<task>.strategies / seeds) or the top-level lists
+    n_runs = sum(len(cfg["tasks"][t].get("strategies") or cfg["strategies"]) * len(cfg["tasks"][t].get("seeds")
+                                                                                  or cfg["seeds"]) for t in tasks)
     assert stats.get("train", 0) + stats.get("train_weights", 0) == n_runs
-    assert stats["extract"] == len(tasks) and stats["runs_index"] == len(tasks)
+    extracted = [t for t in tasks if cfg["tasks"][t].get("extract", True) is not False]
+    assert stats["extract"] == len(extracted) and stats["runs_index"] == len(tasks)
+    assert stats["ablation_extract"] == len(extracted)  # every extracted task's trajectories refitted
+    starts = sum(len(spec.get("lr_factors") or spec.get("init_weights") or []) for t, spec
+                 in cfg["sensitivity"]["tasks"].items() if t in tasks)
+    assert starts and stats["sensitivity"] == starts  # one job per task and starting value
     for rule in ("analysis", "theory", "figures", "tables", "all"):
         assert stats[rule] == 1, stats
     # a readable log: no line lists every file of every run (figures and tables depend on the runs through

@@ -59,6 +59,11 @@ ALL_TASKS = list(config["tasks"])  # every task the schema knows (defaults fille
 TASKS = [t for t in ALL_TASKS if config["tasks"][t].get("enabled", True)]
 STRATEGIES = list(config["strategies"])
 SEEDS = list(config["seeds"])
+# per task: its strategies and seeds (tasks.<task>.strategies / seeds, else the top-level lists)
+TASK_STRATEGIES = {t: _glocal_config_checks().task_strategies(config, t) for t in TASKS}
+TASK_SEEDS = {t: _glocal_config_checks().task_seeds(config, t) for t in TASKS}
+# the enabled tasks that are extracted (tasks.<task>.extract: false leaves one out)
+EXTRACT_TASKS = _glocal_config_checks().extract_tasks(config)
 # tasks whose training runs also write weights.csv (per-example weights): every task of kind reweight
 WEIGHT_TASKS = [t for t in ALL_TASKS if (config["tasks"][t].get("kind") or t) == "reweight"]
 
@@ -87,13 +92,15 @@ FIGURE_SPECS = [
     ("hpo_curves_{task}", "Hyperparameter optimization", lambda: True),
     ("hyper_trajectories_{task}", "Hyperparameter optimization", lambda: True),
     ("reweight_weights", "Hyperparameter optimization", lambda: "reweight" in TASKS),
-    ("error_vs_tau", "Hypergradient extraction", lambda: bool(TASKS)),
+    ("error_vs_tau", "Hypergradient extraction", lambda: bool(EXTRACT_TASKS)),
     ("koopman_spectra", "Hypergradient extraction", lambda: bool(TASKS)),
     ("cost", "Cost", lambda: bool(TASKS)),
     ("theory_error_vs_tau", "Theory", lambda: True),
     ("theory_bound", "Theory", lambda: True),
     ("theory_spectrum", "Theory", lambda: True),
     ("baselines_{task}", "Baselines", lambda: True),
+    ("ablation_extract", "Ablations", lambda: bool(ABLATION_EXTRACT_TASKS)),
+    ("sensitivity", "Sensitivity", lambda: bool(SENSITIVITY_STARTS)),
 ]
 FIGURE_FORMATS = ["png", "pdf"]
 
@@ -132,8 +139,20 @@ def figure_outputs(fmt):
     return out
 
 
+# tables written only when their part of the pipeline runs: (stem, condition); each as .md, .csv and .html
+OPTIONAL_TABLE_SPECS = [
+    ("ablation_extract", lambda: bool(ABLATION_EXTRACT_TASKS)),
+    ("sensitivity", lambda: bool(SENSITIVITY_STARTS)),
+]
+
+
+def table_files():
+    return TABLE_FILES + [f"{stem}.{ext}" for stem, condition in OPTIONAL_TABLE_SPECS if condition()
+                          for ext in ("md", "csv", "html")]
+
+
 def table_paths():
-    return [f"{RESULTS}/tables/{name}" for name in TABLE_FILES]
+    return [f"{RESULTS}/tables/{name}" for name in table_files()]
 
 
 # ----------------------------------------------------------------------------------------
@@ -146,16 +165,11 @@ def run_files(task, strategy, seed):
 
 
 def all_run_files():
-    return [f for t in TASKS for s in STRATEGIES for seed in SEEDS for f in run_files(t, s, seed)]
+    return [f for t in TASKS for s in TASK_STRATEGIES[t] for seed in TASK_SEEDS[t] for f in run_files(t, s, seed)]
 
 
 def run_index_files():
     return [RUN_INDEX.format(task=t) for t in TASKS]
-
-
-def all_run_summaries():
-    """One file per run (written last by a run): as targets, a deleted run is redone."""
-    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json" for t in TASKS for s in STRATEGIES for n in SEEDS]
 
 
 def extract_files(task):
@@ -163,11 +177,11 @@ def extract_files(task):
 
 
 def all_extract_files():
-    return [f for t in TASKS for f in extract_files(t)]
+    return [f for t in EXTRACT_TASKS for f in extract_files(t)]
 
 
 def analysis_files():
-    return [f"{RESULTS}/analysis/{n}" for n in ANALYSIS_FILES] if TASKS else []
+    return [f"{RESULTS}/analysis/{n}" for n in ANALYSIS_FILES] if EXTRACT_TASKS else []
 
 
 def theory_files():
@@ -180,12 +194,15 @@ def bench_files():
 
 def all_targets():
     return (
-        all_run_summaries()  # one file per run (not all five): keeps this rule's log lines short
-        + run_index_files()
+        # the run indexes, not the runs' files: each index depends on one summary per run (so a deleted run is
+        # redone), and this rule's log lines stay short however many runs the tasks have
+        run_index_files()
         + all_extract_files()
         + analysis_files()
         + theory_files()
         + bench_files()
+        + ablation_files()
+        + sensitivity_files()
         + figure_paths("png")
         + figure_paths("pdf")
         + table_paths()
@@ -228,22 +245,29 @@ def job_config(wildcards, input):
     return RESOLVED_CONFIG
 
 
+#: keys of tasks.<task> that say which runs and extractions exist, not how a run trains
+RUN_LIST_KEYS = ("strategy_options", "strategies", "seeds", "extract")
+
+
 def train_key(wildcards):
     task, strategy = wildcards.task, wildcards.strategy
     tcfg = config["tasks"][task]
     # The strategy's resolved options (outer settings merged in; local's window is glocal's unless set).
     opts = _glocal_config_checks().strategy_options(config, task, strategy)
-    tcfg = {k: v for k, v in tcfg.items() if k != "strategy_options"}
+    tcfg = {k: v for k, v in tcfg.items() if k not in RUN_LIST_KEYS}
     return _key({**_common_part(), "task": tcfg, "strategy": opts, "seed": int(wildcards.seed),
                  "divergence": config["divergence"]})
 
 
 def extract_key(wildcards):
-    return _key({**_common_part(), "task": config["tasks"][wildcards.task], "extract": config["extract"]})
+    task = wildcards.task
+    tcfg = {k: v for k, v in config["tasks"][task].items() if k not in ("strategies", "seeds", "extract")}
+    return _key({**_common_part(), "task": tcfg, "extract": _glocal_config_checks().extract_options(config, task)})
 
 
 def analysis_key():
-    return _key({"extract": config["extract"], "tasks": TASKS})
+    extract = {t: _glocal_config_checks().extract_options(config, t) for t in EXTRACT_TASKS}
+    return _key({"extract": extract, "tasks": EXTRACT_TASKS})
 
 
 def theory_key():

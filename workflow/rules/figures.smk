@@ -30,6 +30,8 @@ rule figures:
         analysis=analysis_files(),
         theory=theory_files(),
         bench=bench_files(),
+        ablation=ablation_files(),
+        sensitivity=sensitivity_files(),
     output:
         png=figure_outputs("png"),
         pdf=figure_outputs("pdf"),
@@ -60,6 +62,8 @@ rule tables:
         runs=run_index_files(),
         analysis=analysis_files(),
         theory=theory_files(),
+        ablation=ablation_files(),
+        sensitivity=sensitivity_files(),
     output:
         **table_outputs(),
         readme=RESULTS_README,

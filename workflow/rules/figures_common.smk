@@ -31,6 +31,8 @@ REPORT_TABLES = [
     ("budget.html", "table_budget", "equal budget"),
     ("error_vs_tau.html", "table_error_vs_tau", "error against tau"),
     ("theory.html", "table_theory", "theory checks"),
+    ("ablation_extract.html", "table_ablation_extract", "ablation: extraction"),
+    ("sensitivity.html", "table_sensitivity", "sensitivity"),
 ]
 
 
@@ -38,7 +40,7 @@ def table_outputs():
     """Named outputs of the tables rule (summary.md -> summary_md); the report's tables with their captions."""
     shown = {name: (stem, label) for name, stem, label in REPORT_TABLES}
     out = {}
-    for name in TABLE_FILES:
+    for name in table_files():
         path = f"{RESULTS}/tables/{name}"
         if name in shown:
             stem, label = shown[name]
@@ -49,4 +51,5 @@ def table_outputs():
 
 def indexed_runs(wildcards):
     """The runs of a task this config asks for, as "strategy/seedN ..." (run directories under results/runs/TASK)."""
-    return " ".join(f"{s}/seed{n}" for s in STRATEGIES for n in SEEDS)
+    task = wildcards.task
+    return " ".join(f"{s}/seed{n}" for s in TASK_STRATEGIES[task] for n in TASK_SEEDS[task])

@@ -1,0 +1,33 @@
+# Ablations of the glocal estimator on the extraction (docs/ablations.md; definitions: studies_common.smk):
+# the extraction's exact trajectories of one task refitted with other settings (delay, POD rank, energy, rank rule,
+# record stride, prefix length); no hypergradient is recomputed.
+
+
+rule ablation_extract:
+    """glocal ablate extract: the saved trajectories of one task refitted per setting -> results/ablation/extract/{task}/."""
+    input:
+        config=ancient(LATEST_CONFIG),
+        trajectory=f"{EXTRACT_DIR}/trajectory.npz",
+        meta=f"{EXTRACT_DIR}/meta.json",
+    output:
+        csv=f"{ABLATION_EXTRACT_DIR}/ablation.csv",
+        meta=f"{ABLATION_EXTRACT_DIR}/meta.json",
+    params:
+        extract=lambda wildcards, input: os.path.dirname(input.meta),
+        out=lambda wildcards, output: os.path.dirname(output.csv),
+        config=job_config,
+        cfg=ablation_extract_key,
+    log:
+        f"{LOGS}/ablation_extract/{{task}}.log",
+    benchmark:
+        f"{BENCH}/ablation_extract/{{task}}.tsv"
+    conda:
+        CONDA_ENV
+    threads: res("analysis", "threads")
+    resources:
+        mem_mb=res("analysis", "mem_mb"),
+        runtime=res("analysis", "runtime"),
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
+        "glocal ablate extract --config {params.config:q} --task {wildcards.task} --extract {params.extract:q} "
+        "--out {params.out:q} > {log:q} 2>&1"
