@@ -159,3 +159,73 @@ def test_sensitivity_expands_to_one_start_per_value():
     assert cfg["tasks"]["lr"]["optimizer"]["lr"] == 0.05  # the config itself is untouched
     assert sensitivity_config(cfg, starts[2])["tasks"]["reweight"]["init_weight"] == 0.9
     assert sensitivity_starts(validate_config({**cfg, "sensitivity": {**cfg["sensitivity"], "enabled": False}})) == []
+
+
+TINY = {"seeds": [0], "data": {"n_train": 150},
+        "tasks": {"lr": {"steps": 12, "batch_size": 50, "model": {"kind": "mlp", "hidden": [4]}},
+                  "reweight": {"steps": 12, "batch_size": None}},
+        "strategy_options": {"glocal": {"window": 3}}}
+
+
+def test_update_every_updates_phi_once_per_period(tmp_path):
+    """update_every = P: one window of hypergradients per P steps, ending each period (P = window is the default)."""
+    from glocal.train import run_experiment
+
+    cfg = validate_config(TINY)
+    every = run_experiment(cfg, "reweight", "glocal", 0, tmp_path / "w", progress=False)
+    same = run_experiment(validate_config({**TINY, "strategy_options": {"glocal": {"window": 3, "update_every": 3}}}),
+                          "reweight", "glocal", 0, tmp_path / "same", progress=False)
+    sparse = run_experiment(validate_config({**TINY, "strategy_options": {"glocal": {"window": 3, "update_every": 6}}}),
+                            "reweight", "glocal", 0, tmp_path / "sparse", progress=False)
+    assert every["n_hyper_updates"] == 4 and sparse["n_hyper_updates"] == 2
+    assert same["final"] == every["final"]
+    assert sparse["final"]["val_loss"] != every["final"]["val_loss"]
+    for bad, needle in ((2, "at least the window"), (12, "shorter than the run")):
+        with pytest.raises(ConfigError, match=needle):
+            check_config(validate_config({**TINY, "strategy_options": {"glocal": {"window": 3, "update_every": bad}}}))
+
+
+def test_hpo_ablation_runs_each_value_as_a_glocal_variant_and_reuses_finished_runs(tmp_path):
+    """glocal ablate hpo (command line only): one glocal run per axis value and seed, each a strategy variant with
+    the base options and that value; a second call reuses the finished runs."""
+    from glocal.ablation import run_ablate_hpo
+    from glocal.config import ablation_hpo_axes
+
+    cfg = validate_config({**TINY, "ablation": {"hpo": {"enabled": True, "task": "reweight", "base": {"window": 3},
+                                                        "axes": [{"option": "delay", "values": [1, 2]}]}}})
+    check_config(cfg)
+    runs = ablation_hpo_axes(cfg)["delay"]
+    assert [(r["label"], r["options"]) for r in runs] == [("1", {"window": 3, "delay": 1}), ("2", {"window": 3, "delay": 2})]
+    index = run_ablate_hpo(cfg, "delay", tmp_path / "abl")
+    assert [(e["label"], e["seed"]) for e in index["runs"]] == [("1", 0), ("2", 0)]
+    summary = json.loads((tmp_path / "abl" / "2" / "seed0" / "summary.json").read_text())
+    assert summary["strategy"] == "ablation_delay_1" and summary["n_hyper_updates"] == 4
+    stamp = (tmp_path / "abl" / "2" / "seed0" / "summary.json").stat().st_mtime_ns
+    run_ablate_hpo(cfg, "delay", tmp_path / "abl")
+    assert (tmp_path / "abl" / "2" / "seed0" / "summary.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="--axis"):
+        run_ablate_hpo(cfg, "rank", tmp_path / "abl")
+    with pytest.raises(ConfigError, match="ablation.hpo.axes"):
+        check_config(validate_config({**TINY, "ablation": {"hpo": {"enabled": True, "axes": [
+            {"option": "delay", "values": [0]}]}}}))
+
+
+def test_sensitivity_start_runs_every_strategy_from_it(tmp_path):
+    """glocal sensitivity: every strategy and seed from one start; fixed keeps the initial weight, glocal moves it;
+    the figure module reads back what ran; an unknown start is an error naming the defined ones."""
+    from figures.sensitivity import final_values, load, summarize
+    from glocal.sensitivity import run_start
+
+    cfg = validate_config({**TINY, "sensitivity": {"strategies": ["fixed", "glocal"],
+                                                   "tasks": {"reweight": {"init_weights": [0.9]}}}})
+    check_config(cfg)
+    index = run_start(cfg, "reweight", "w0.9", tmp_path / "s")
+    assert index["initial"] == 0.9 and [r["strategy"] for r in index["runs"]] == ["fixed", "glocal"]
+    (_, runs), = load([tmp_path / "s" / "index.json"])
+    fixed, glocal = final_values(runs["fixed"][0]), final_values(runs["glocal"][0])
+    assert fixed["w_clean"] == pytest.approx(0.9) and fixed["w_flipped"] == pytest.approx(0.9)
+    assert glocal["w_clean"] != pytest.approx(0.9)
+    rows = summarize(load([tmp_path / "s" / "index.json"]))
+    assert [(r["strategy"], r["initial"]) for r in rows] == [("fixed", 0.9), ("glocal", 0.9)]
+    with pytest.raises(ConfigError, match=r"reweight/w0\.9"):
+        run_start(cfg, "reweight", "w0.5", tmp_path / "t")
