@@ -178,6 +178,6 @@ def plot_ablation_extract(rows: Sequence[dict[str, str]], out_stem: str | Path, 
                     + ", ".join(f"{TASK_MARKERS[n % len(TASK_MARKERS)]} {t}" for n, t in enumerate(tasks)) + ".")
     notes.append(f"Fits that fell back to local (the guards rejected the fit): {fallbacks[0]} of {fallbacks[1]}.")
     style.legend_below(fig, axes, ncol=4)
-    style.finish(fig, bottom=0.2)
-    style.footnote(fig, notes, y=0.08)
+    style.finish(fig, bottom=0.3)
+    style.footnote(fig, notes, y=0.2)
     return style.save(fig, out_stem)

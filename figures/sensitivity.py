@@ -162,8 +162,7 @@ def plot_sensitivity(loaded, out_stem: str | Path) -> dict[str, Any]:
                 notes.append(f"{task}, {strat}: diverged from {', '.join(bad)}")
         axes[i, 0].set_ylabel("test loss (final)")
         if reweight:
-            axes[i, 1].set_ylabel("mean example weight (final)")
-            style.note(axes[i, 1], "solid: clean, dashed: flipped")
+            axes[i, 1].set_ylabel("mean example weight (final)\nsolid: clean, dashed: flipped")
         else:
             xs = sorted({r["initial"] for r in rs})
             axes[i, 1].plot(xs, xs, color="#999999", ls=":", lw=1, label="no change (learned = initial)")

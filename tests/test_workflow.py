@@ -160,7 +160,9 @@ def test_dry_run(wf: Path, configfile: str | None):
     assert stats.get("train", 0) + stats.get("train_weights", 0) == n_runs
     extracted = [t for t in tasks if cfg["tasks"][t].get("extract", True) is not False]
     assert stats["extract"] == len(extracted) and stats["runs_index"] == len(tasks)
-    assert stats["ablation_extract"] == len(extracted)  # every extracted task's trajectories refitted
+    chosen = cfg["ablation"]["extract"]["tasks"]  # null: every extracted task
+    ablated = [t for t in extracted if chosen is None or t in chosen]
+    assert stats["ablation_extract"] == len(ablated)  # the (chosen) extracted tasks' trajectories refitted
     starts = sum(len(spec.get("lr_factors") or spec.get("init_weights") or []) for t, spec
                  in cfg["sensitivity"]["tasks"].items() if t in tasks)
     assert starts and stats["sensitivity"] == starts  # one job per task and starting value

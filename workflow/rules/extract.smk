@@ -40,7 +40,7 @@ rule analysis:
         error_vs_tau=f"{RESULTS}/analysis/error_vs_tau.csv",
         summary=f"{RESULTS}/analysis/summary.md",
     params:
-        dirs=[EXTRACT_DIR.format(task=t) for t in TASKS],
+        dirs=[EXTRACT_DIR.format(task=t) for t in EXTRACT_TASKS],
         out=lambda wildcards, output: os.path.dirname(output.summary),
         config=job_config,
         cfg=analysis_key(),
