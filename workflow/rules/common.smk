@@ -168,6 +168,12 @@ def all_run_files():
     return [f for t in TASKS for s in TASK_STRATEGIES[t] for seed in TASK_SEEDS[t] for f in run_files(t, s, seed)]
 
 
+def all_run_summaries():
+    """One file per run (written last by a run): as targets, a deleted run is redone."""
+    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json"
+            for t in TASKS for s in TASK_STRATEGIES[t] for n in TASK_SEEDS[t]]
+
+
 def run_index_files():
     return [RUN_INDEX.format(task=t) for t in TASKS]
 
@@ -194,9 +200,8 @@ def bench_files():
 
 def all_targets():
     return (
-        # the run indexes, not the runs' files: each index depends on one summary per run (so a deleted run is
-        # redone), and this rule's log lines stay short however many runs the tasks have
-        run_index_files()
+        all_run_summaries()  # one file per run (not all five): keeps this rule's log lines short
+        + run_index_files()
         + all_extract_files()
         + analysis_files()
         + theory_files()
