@@ -48,6 +48,8 @@ VOCABULARY: dict[str, str] = {
     "momentum": r"momentum",
     "peak memory": r"memory",
     "diagonal": r"diagonal",
+    "paired difference": r"paired difference",
+    "95% interval": r"95 ?% (confidence )?interval|interval 95",
     "time-delay depth": r"time[- ]delay",
     "energy threshold": r"energy thresholds?",
     "record stride": r"record strides?|\bstrides?\b",
@@ -202,6 +204,11 @@ TABLES: list[Table] = [
           "test loss and accuracy, AUC (reweight), wall time and peak memory, mean ± std (sample std) over seeds.",
           ("training runs", "validation loss", "test loss", "accuracy", "AUC", "wall time", "peak memory"),
           "table_summary"),
+    Table("paired.md / .csv / .html", "paired.csv",
+          "Per task: glocal (and each glocal variant) against local at the same window, global and hypergradient "
+          "descent, on the same seeds: the mean paired difference of the final test loss and validation loss "
+          "and its 95% interval over seeds (Student t), with a verdict.",
+          ("paired difference", "95% interval", "test loss", "validation loss"), "table_paired"),
     Table("budget.md / .csv / .html", "budget.csv",
           "Gradient strategies against random search, TPE and CMA-ES at equal budgets: for each gradient strategy's "
           "number of full training runs and wall time, the test loss / accuracy of the searches' best run so far "

@@ -70,6 +70,10 @@ def write_run(root: Path, task: str, strat: str, seed: int, *, diverge_at: int |
         from sklearn.metrics import roc_auc_score  # not the plotting module's own helper
 
         summary["auc"] = float(roc_auc_score(flipped == 0, w))
+    if strat == "glocal":
+        summary["fit_health"] = {"windows": 10, "fallbacks": 2 + seed, "fallbacks_by_reason": {"growing mode": 2 + seed},
+                                 "degenerate": seed, "growing": 3, "median_rank": 4 + 2 * seed,
+                                 "median_spectral_radius": 0.9 + 0.04 * seed}
     (d / "summary.json").write_text(json.dumps(summary))
     if strat == "glocal":
         recs = [{"step": s, "eigenvalues": [[0.9 - 0.1 * k, 0.1 * k], [0.9 - 0.1 * k, -0.1 * k]]}
@@ -532,6 +536,11 @@ def test_tables(results, tmp_path):
     assert tpe["n_training_runs"] == "4"
     md = (out / "summary.md").read_text()
     assert f"{np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}" in md and "AUC" in md and "random" in md
+    # fit health: summed over the two seeds, medians over them; nothing for strategies that fit nothing
+    assert (r["fit_windows"], r["fit_fallbacks"], r["fit_degenerate"], r["fit_growing"]) == ("20", "5", "1", "6")
+    assert r["fit_fallbacks_by_reason"] == "growing mode=5"
+    assert float(r["fit_median_rank"]) == 5 and float(r["fit_median_spectral_radius"]) == pytest.approx(0.92)
+    assert loc["fit_windows"] == "" and "| 5/20 (growing mode=5); degenerate 1 |" in md
     th = (out / "theory.md").read_text()
     assert "| floor | 3 | 2 | 1 |" in th and "2 of 3 checks passed" in th
     assert (out / "error_vs_tau.md").read_text().endswith("analysis summary\n")
@@ -576,3 +585,33 @@ def test_budget_table_reads_searches_at_the_gradient_budget(tmp_path):
     assert rows["global"]["random_runs_test_loss"] == 0.4  # after 3 trials
     assert rows["global"]["random_wall_n_missing"] == 1  # no trial finished within 0.5 s
     assert rows["global"]["tpe_runs_n_missing"] == 1  # no tpe run at all
+
+
+def test_paired_differences_are_paired_by_seed_with_a_t_interval():
+    from types import SimpleNamespace
+
+    from scipy import stats
+
+    from figures.paired import paired_markdown, paired_rows, t_interval
+
+    def run(loss):
+        return SimpleNamespace(summary={"final": {"test_loss": loss, "val_loss": loss / 2}})
+
+    # glocal beats local by exactly 0.1 on every seed although both vary a lot across seeds: a paired
+    # comparison sees the difference, an unpaired one would not
+    base = {0: 1.0, 1: 2.0, 2: 3.0, 3: 0.5}
+    runs = {"lr": {"glocal": {s: run(v - 0.1) for s, v in base.items()},
+                   "local": {s: run(v) for s, v in base.items()},
+                   "global": {s: run(v - 0.1 + 0.05 * (-1) ** s) for s, v in base.items() if s != 3}}}
+    rows = {(r["first"], r["second"]): r for r in paired_rows(runs)}
+    r = rows[("glocal", "local")]
+    assert r["n_pairs"] == 4 and r["test_loss_paired_difference"] == pytest.approx(-0.1)
+    assert r["test_loss_interval_95_high"] == pytest.approx(-0.1) and r["test_loss_verdict"] == "glocal lower"
+    g = rows[("glocal", "global")]  # differences +-0.05 on seeds 0-2: seed 3 has no global run
+    diffs = [-0.05, 0.05, -0.05]
+    half = stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert g["n_pairs"] == 3 and g["test_loss_interval_95_low"] == pytest.approx(np.mean(diffs) - half)
+    assert g["test_loss_verdict"] == "no difference at 95%"
+    assert ("glocal", "hd") not in rows  # no hd runs
+    assert t_interval([1.0])[1] != t_interval([1.0])[1]  # NaN bounds for one pair
+    assert "glocal − local" in paired_markdown(list(rows.values()))
