@@ -238,7 +238,8 @@ def run_ablate_hpo(config: Mapping[str, Any], axis: str, out: str | Path, *, tas
 # ------------------------------------------------------------------------------ CLI
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``glocal ablate``: two sub-commands, ``extract`` and ``hpo``."""
-    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True,
+                           help="extract: refit an extraction's trajectories; hpo: the HPO runs of one axis")
     e = sub.add_parser("extract", help="refit the saved exact trajectories of one task with other estimator settings")
     e.add_argument("--config", help="experiment YAML (default: built-in defaults)")
     e.add_argument("--task", required=True, help="the extracted task")

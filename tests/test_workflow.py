@@ -603,7 +603,9 @@ def test_smoke_end_to_end(tmp_path: Path):
     proc = snakemake(wf, "-n", "--configfile", SMOKE, "window.yaml")
     out = output_of(proc)
     assert proc.returncode == 0, out
-    assert job_stats(out) == {"train": 2, "train_weights": 2, "runs_index": 2, "figures": 1, "tables": 1, "all": 1}
+    # lr and reweight: glocal and local; lr_gru: glocal; the sensitivity starts run glocal (one job per start)
+    assert job_stats(out) == {"train": 3, "train_weights": 2, "runs_index": 3, "sensitivity": 2, "figures": 1,
+                              "tables": 1, "all": 1}
     assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal", "local"}
     # (the dry run above wrote another results/config/<hash>.yaml; the smoke config's is unchanged)
     proc = snakemake(wf, "-n", "--configfile", SMOKE)
