@@ -264,7 +264,8 @@ def test_horizon_optimal_lr_against_grid():
 def test_answer_key_of_task_is_cached_and_consistent():
     task = build_nqm_task({"steps": 100, "tune": ["lr", "momentum"]}, 0)
     key = task.answer_key()
-    assert task.answer_key() is key
+    assert task.answer_key() is key and key.phases == 1
+    assert task.answer_key(phases=3).loss <= key.loss
     assert task.expected_final_loss(key.phi) == pytest.approx(key.loss, rel=1e-12)
     rec = key.to_record()
     assert rec["lr"] == key.lr and rec["effective_lr"][0] == pytest.approx(key.lr[0] / (1 - key.momentum))
@@ -311,6 +312,23 @@ def test_local_hypergradient_descent_decays_the_learning_rate():
     assert len(res["lrs"]) == 300
     assert res["lrs"][-1] < 0.5 * res["lrs"][0]
     assert res["loss"] > 1.2 * task.answer_key().loss
+    assert res["final_val_loss"] == pytest.approx(res["loss"], rel=1e-10)  # expected mode: the run's own loss
+
+
+def test_expected_loss_of_segments():
+    """The expected loss of a run whose phi changed at window boundaries, in a 2-phase task."""
+    task = small_task("expected", dim=100, steps=40, phases=2)
+    phi0 = task.init_phi()
+    phi1 = phi0 + torch.tensor([0.3, -0.5, 0.0, 0.2], dtype=torch.float64)[: phi0.numel()]
+    assert task.expected_loss_of_segments([(0, 40, phi0)]) == pytest.approx(task.expected_final_loss(phi0), rel=1e-12)
+    s = unroll(task.dynamics.step, task.init_state(), phi0, task.batches(0, 15))
+    s = unroll(task.dynamics.step, s, phi1, task.batches(15, 40))
+    got = task.expected_loss_of_segments([(0, 15, phi0), (15, 40, phi1)])
+    assert got == pytest.approx(float(task.val_fn()(s, phi1)), rel=1e-12)
+    with pytest.raises(ValueError, match="without gaps"):
+        task.expected_loss_of_segments([(0, 15, phi0), (16, 40, phi1)])
+    with pytest.raises(ValueError, match="40 steps"):
+        task.expected_loss_of_segments([(0, 15, phi0)])
 
 
 # ---------------------------------------------------------------------------- the task
