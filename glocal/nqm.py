@@ -32,7 +32,7 @@ E[L(theta_T)] is a product of K matrix powers per coordinate, cheap and differen
 plus L-BFGS-B on the exact (autograd) gradient finds the constant optimum; L-BFGS-B started
 from it finds the K-phase schedule's. :func:`short_horizon_bias` gives the learning rates that
 short-horizon (greedy) tuning selects, against the long-horizon optimum;
-:func:`local_hypergradient_descent` runs the runner's ``local`` strategy in a few lines.
+:func:`local_hypergradient_descent` runs the runner's ``hd`` / ``local`` strategies in a few lines.
 
 How it plugs into the runner (proposal)
 ---------------------------------------

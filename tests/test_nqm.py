@@ -305,7 +305,7 @@ def test_greedy_schedule_windows():
 
 
 def test_local_hypergradient_descent_decays_the_learning_rate():
-    """Hypergradient descent with window 1 (the runner's `local` strategy) lowers the lr through
+    """Hypergradient descent with window 1 (the runner's `hd` strategy) lowers the lr through
     training and ends worse than the long-horizon optimum."""
     task = build_nqm_task({"steps": 300, "tune": ["lr"], "optimizer": {"lr": 0.5, "momentum": 0.0}}, 0)
     res = local_hypergradient_descent(task, 1, outer_lr=0.05)
@@ -357,19 +357,23 @@ def test_task_interface():
     assert one.init_state().numel() == 2 * 64 and t.init_state().numel() == 3 * 64
 
 
-@pytest.mark.parametrize("strategy", ["fixed", "local", "glocal", "global"])
+@pytest.mark.parametrize("strategy", ["fixed", "hd", "local", "glocal", "global"])
 def test_runner_internals_run_the_task(tmp_path, strategy):
-    """The runner's training loops (glocal.train, as of this commit) run the NQM task unchanged."""
+    """The runner's training loops (glocal.train with glocal.rundir, as of this commit) run the
+    NQM task unchanged."""
     train = pytest.importorskip("glocal.train")
+    rundir = pytest.importorskip("glocal.rundir")
     if not all(hasattr(train, f) for f in ("_Run", "_run_windowed", "_run_global")):
         pytest.skip("glocal.train's internals were refactored; the runner integration tests cover this")
     from tqdm.auto import tqdm
 
     task = small_task("expected", dim=100, steps=60, phases=2)
-    opts = {"window": 10, "eval_every": 10, "meta_iterations": 3, "outer": {"optimizer": "adam", "lr": 0.1}}
-    r = train._Run(task, strategy, opts, tmp_path, "fp")
-    bar = tqdm(total=0, disable=True)
-    (train._run_global if strategy == "global" else train._run_windowed)(r, bar, None)
+    window = 1 if strategy == "hd" else 10
+    opts = {"window": window, "eval_every": 10, "meta_iterations": 3, "outer": {"optimizer": "adam", "lr": 0.1}}
+    with rundir.RunDirectory(tmp_path, task="nqm", strategy=strategy) as rd:
+        r = train._Run(task, strategy, opts, rd, "fp")
+        bar = tqdm(total=0, disable=True)
+        (train._run_global if strategy == "global" else train._run_windowed)(r, bar, None)
     assert r.diverged_step is None
     assert r.rows[-1]["step"] == 60 * (3 if strategy == "global" else 1)  # global: 3 training runs
     assert math.isfinite(r.rows[-1]["val_loss"])
