@@ -85,6 +85,8 @@ __all__ = [
 ]
 
 MODES = ("expected", "sampled")
+#: Keys of a ``tasks.<name>`` section of kind ``nqm`` that the pipeline reads and the task does not.
+PIPELINE_KEYS = ("kind", "enabled", "strategy_options", "answer_key", "short_horizon_bias")
 THETA0_DISTRIBUTIONS = ("normal", "uniform", "constant")
 
 #: Default ``tasks.nqm`` section (the proposal for the config schema).
@@ -511,6 +513,7 @@ class NQMTask:
     noise_seed: int = 0
     name: str = "nqm"
     batch_size: float | None = None
+    kind: str = "nqm"  #: the task kind (the runner, the search and the extraction dispatch on it)
     order_seed: int = 0
     data: Any = None  # no data set; the runner reads data.flipped only for reweight
     _answer: dict = field(default_factory=dict, repr=False)
@@ -616,43 +619,49 @@ class NQMTask:
 
 
 def build_nqm_task(
-    tcfg: Mapping[str, Any], seed: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
+    tcfg: Mapping[str, Any], seed: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64,
+    *, name: str = "nqm",
 ) -> NQMTask:
-    """Build the NQM task from its config section (keys of :data:`NQM_DEFAULTS`; missing keys
-    take those defaults; unknown or bad keys raise :class:`ConfigError` naming the key)."""
-    unknown = sorted(set(tcfg) - set(NQM_DEFAULTS) - {"enabled", "strategy_options"})
+    """Build the NQM task ``name`` from its config section ``tasks.<name>`` (keys of
+    :data:`NQM_DEFAULTS`, plus the pipeline's keys :data:`PIPELINE_KEYS`, which the task itself
+    does not read; missing keys take the defaults; unknown or bad keys raise
+    :class:`ConfigError` naming the key)."""
+    unknown = sorted(set(tcfg) - set(NQM_DEFAULTS) - set(PIPELINE_KEYS))
     if unknown:
-        raise ConfigError(f"tasks.nqm: unknown key(s) {unknown}; known: {sorted(NQM_DEFAULTS)}")
+        raise ConfigError(f"tasks.{name}: unknown key(s) {unknown}; known: {sorted(NQM_DEFAULTS)}")
+    kind = tcfg.get("kind", "nqm")
+    if kind != "nqm":
+        raise ConfigError(f"tasks.{name}.kind: an NQM task has kind 'nqm', got {kind!r}")
     cfg = {**NQM_DEFAULTS, **dict(tcfg)}
     opt = {**NQM_DEFAULTS["optimizer"], **dict(cfg["optimizer"] or {})}
     th0 = {**NQM_DEFAULTS["theta0"], **dict(cfg["theta0"] or {})}
     for sect, d, known in (("optimizer", opt, NQM_DEFAULTS["optimizer"]), ("theta0", th0, NQM_DEFAULTS["theta0"])):
         bad = sorted(set(d) - set(known))
         if bad:
-            raise ConfigError(f"tasks.nqm.{sect}: unknown key(s) {bad}; known: {sorted(known)}")
+            raise ConfigError(f"tasks.{name}.{sect}: unknown key(s) {bad}; known: {sorted(known)}")
     if cfg["mode"] not in MODES:
-        raise ConfigError(f"tasks.nqm.mode: expected one of {list(MODES)}, got {cfg['mode']!r}")
+        raise ConfigError(f"tasks.{name}.mode: expected one of {list(MODES)}, got {cfg['mode']!r}")
     tune = list(cfg["tune"])
     if "lr" not in tune or set(tune) - {"lr", "momentum"}:
-        raise ConfigError(f"tasks.nqm.tune: must contain 'lr' and may contain 'momentum', got {tune}")
+        raise ConfigError(f"tasks.{name}.tune: must contain 'lr' and may contain 'momentum', got {tune}")
     steps, phases = int(cfg["steps"]), int(cfg["phases"])
     if steps < 1:
-        raise ConfigError(f"tasks.nqm.steps: must be >= 1, got {steps}")
+        raise ConfigError(f"tasks.{name}.steps: must be >= 1, got {steps}")
     if not 1 <= phases <= steps:
-        raise ConfigError(f"tasks.nqm.phases: must lie in 1..steps={steps}, got {phases}")
+        raise ConfigError(f"tasks.{name}.phases: must lie in 1..steps={steps}, got {phases}")
     if not float(opt["lr"]) > 0:
-        raise ConfigError(f"tasks.nqm.optimizer.lr: must be > 0, got {opt['lr']}")
+        raise ConfigError(f"tasks.{name}.optimizer.lr: must be > 0, got {opt['lr']}")
     mom = float(opt["momentum"])
     if "momentum" in tune and not 0 < mom < 1:
-        raise ConfigError(f"tasks.nqm.optimizer.momentum: a tuned momentum needs 0 < momentum < 1, got {mom}")
+        raise ConfigError(f"tasks.{name}.optimizer.momentum: a tuned momentum needs 0 < momentum < 1, got {mom}")
     if not 0 <= mom < 1:
-        raise ConfigError(f"tasks.nqm.optimizer.momentum: must lie in [0, 1), got {mom}")
+        raise ConfigError(f"tasks.{name}.optimizer.momentum: must lie in [0, 1), got {mom}")
     if not float(cfg["batch_size"]) > 0:
-        raise ConfigError(f"tasks.nqm.batch_size: must be > 0, got {cfg['batch_size']}")
+        raise ConfigError(f"tasks.{name}.batch_size: must be > 0, got {cfg['batch_size']}")
     if int(cfg["dim"]) < 1:
-        raise ConfigError(f"tasks.nqm.dim: must be >= 1, got {cfg['dim']}")
+        raise ConfigError(f"tasks.{name}.dim: must be >= 1, got {cfg['dim']}")
     if th0["distribution"] not in THETA0_DISTRIBUTIONS:
-        raise ConfigError(f"tasks.nqm.theta0.distribution: expected one of {list(THETA0_DISTRIBUTIONS)}, "
+        raise ConfigError(f"tasks.{name}.theta0.distribution: expected one of {list(THETA0_DISTRIBUTIONS)}, "
                           f"got {th0['distribution']!r}")
     device = torch.device(device)
     problem = NoisyQuadratic(
@@ -666,7 +675,7 @@ def build_nqm_task(
     hyper = HyperSpace(blocks)
     dyn = NQMDynamics(problem, cfg["mode"], steps, hyper, phases=phases, momentum=0.0 if "momentum" in tune else mom)
     return NQMTask(problem, dyn, hyper, steps, int(seed), device, dtype, noise_seed=int(cfg["noise_seed"]),
-                   batch_size=float(cfg["batch_size"]))
+                   name=name, batch_size=float(cfg["batch_size"]))
 
 
 # --------------------------------------------------------------------------------- answer key

@@ -358,8 +358,11 @@ def run_search(
     *,
     progress: bool | None = None,
     stop_after: int | None = None,
+    answer_key=None,
 ) -> dict[str, Any]:
     """Random search or TPE over the task's hyperparameters into run directory ``out``.
+
+    ``answer_key`` (tasks of kind ``nqm``): as in :func:`glocal.train.run_experiment`.
 
     ``stop_after`` (tests) raises :class:`glocal.rundir.StopRequested` once that many trials
     have finished in the study, as a kill would. A second process writing the same ``out`` refuses
@@ -378,6 +381,9 @@ def run_search(
     dtype = resolve_dtype(config.get("dtype", "float32"))
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
+    from glocal.train import _nqm_answer_key
+
+    key = _nqm_answer_key(config, t, answer_key)
     # n_trials stays out of the fingerprint: raising it extends a finished study.
     tcfg = {k: v for k, v in task_config(config, task).items() if k != "strategy_options"}
     fp_obj = {"data": config.get("data"), "device": str(device), "dtype": str(dtype), "task": task, "tcfg": tcfg,
@@ -389,11 +395,13 @@ def run_search(
         progress = sys.stderr.isatty()
     with RunDirectory(out, task=task, strategy=strategy, seed=seed) as rd:
         rd.write_config({**resolved, "fingerprint": fp})
-        return _run_study(rd, config, t, strategy, opts, fp, divergence, progress=progress, stop_after=stop_after)
+        return _run_study(rd, config, t, strategy, opts, fp, divergence, progress=progress, stop_after=stop_after,
+                          nqm_key=key)
 
 
 def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: str, opts: Mapping[str, Any], fp: str,
-               divergence: DivergenceCheck, *, progress: bool, stop_after: int | None) -> dict[str, Any]:
+               divergence: DivergenceCheck, *, progress: bool, stop_after: int | None,
+               nqm_key: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The study of :func:`run_search` in its locked run directory ``rd``; returns the summary."""
     import optuna
 
@@ -499,4 +507,11 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
         summary["auc"] = best.get("auc")
     # Same run-directory layout as the gradient strategies: a black-box search uses no hypergradient.
     rd.write_hypergrads([])
-    return rd.write_summary(summary)
+    sections = {}
+    if nqm_key is not None:  # the best trial's hyperparameters against the task's answer key
+        from glocal.nqm_runs import run_record
+
+        sections["nqm"] = run_record(t, strategy, [], _phi_from_params(t, best["params"]), nqm_key,
+                                     diverged_step=best.get("diverged_step"), final_loss=best["final"].get("val_loss"),
+                                     n_training_runs=len(rows), wall_time=summary["time"]["total"])
+    return rd.write_summary(summary, **sections)

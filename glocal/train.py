@@ -254,6 +254,9 @@ class _Run:
         rec.update(info)
         if h.numel() <= 64:
             rec["value"] = [float(x) for x in h.detach().cpu()]
+            # phi after this update, i.e. the phi of the next window (or meta-iteration): with the record's
+            # step and tau, the schedule a run actually used (glocal.nqm.run_record reads it back)
+            rec["phi"] = [float(x) for x in self.phi.detach().cpu()]
         self.hyperlog.append(rec)
 
 
@@ -447,18 +450,22 @@ def run_experiment(
     *,
     progress: bool | None = None,
     stop_after: int | None = None,
+    answer_key: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run one task x strategy x seed into directory ``out`` and return its summary.
 
     ``config`` must be validated (:func:`glocal.config.load_config`). A checkpoint left by an
     interrupted run with the same config is resumed; the finished run's numbers equal those of
     an uninterrupted one. ``stop_after`` (tests) stops after that many outer steps, right after
-    a checkpoint, as a kill would.
+    a checkpoint, as a kill would. ``answer_key`` (tasks of kind ``nqm``): the task's
+    answer_key.json (``glocal nqm key``); without it the key is computed here (seconds). The run's
+    summary then has a section ``nqm`` (:func:`glocal.nqm_runs.run_record`).
     """
     if strategy in ("random", "tpe"):
         from glocal.search import run_search
 
-        return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after)
+        return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after,
+                          answer_key=answer_key)
     base = base_strategy(config, strategy)
     if base not in GRADIENT_STRATEGIES:
         raise ConfigError(f"strategy: unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
@@ -469,6 +476,7 @@ def run_experiment(
     check_run(config, task, strategy)
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
+    key = _nqm_answer_key(config, t, answer_key)
     resolved = {"config": dict(config), "task": task, "strategy": strategy, "seed": seed, "options": opts}
     fp = fingerprint(resolved)
     if progress is None:
@@ -510,15 +518,32 @@ def run_experiment(
         rd.write_metrics(r.rows)
         rd.write_hypergrads(r.hyperlog)
         sections = {"fit_health": fit_health(r.hyperlog)} if base == "glocal" else {}
+        if key is not None:
+            from glocal.nqm_runs import run_record
+
+            sections["nqm"] = run_record(t, base, r.hyperlog, r.phi, key, diverged_step=r.diverged_step,
+                                         final_loss=summary["final"].get("val_loss"),
+                                         n_training_runs=summary["n_training_runs"], wall_time=r.wall())
         summary = rd.write_summary(summary, **sections)
         rd.remove_checkpoint()
     return summary
 
 
+def _nqm_answer_key(config: Mapping[str, Any], task: Any, path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The answer key of an NQM task (read from ``path``, else computed); None for other tasks."""
+    if getattr(task, "kind", None) != "nqm":
+        if path is not None:
+            raise ConfigError(f"--answer-key: task {task.name!r} is not of kind nqm")
+        return None
+    from glocal.nqm_runs import answer_key_document, read_answer_key
+
+    return read_answer_key(path, task) if path is not None else answer_key_document(config, task.name)
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``glocal train``."""
     p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
-    p.add_argument("--task", required=True, help="lr or reweight")
+    p.add_argument("--task", required=True, help="a task of the config (lr, reweight, nqm, ...)")
     p.add_argument("--strategy", required=True,
                    help=f"one of {', '.join(STRATEGIES)}, or a variant declared under strategy_variants")
     p.add_argument("--seed", type=int, default=0,
@@ -527,6 +552,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     p.add_argument("--dtype", choices=["float32", "float64"], help="override the config's dtype")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument("--answer-key", default=None,
+                   help="tasks of kind nqm: the task's answer_key.json (glocal nqm key); default: computed in the run")
     add_threads_argument(p)
 
 
@@ -543,7 +570,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--strategy: unknown strategy {args.strategy!r}; expected one of {list(STRATEGIES)} "
                           "or a variant declared under strategy_variants")
     summary = run_experiment(config, args.task, args.strategy, args.seed, args.out,
-                             progress=False if args.no_progress else None)
+                             progress=False if args.no_progress else None, answer_key=args.answer_key)
     print(summary_line(summary))
     return 0
 

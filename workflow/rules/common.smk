@@ -61,6 +61,8 @@ STRATEGIES = list(config["strategies"])
 SEEDS = list(config["seeds"])
 # tasks whose training runs also write weights.csv (per-example weights): every task of kind reweight
 WEIGHT_TASKS = [t for t in ALL_TASKS if (config["tasks"][t].get("kind") or t) == "reweight"]
+# tasks of kind nqm (the noisy quadratic model): answer key and bias curve of their own (workflow/rules/nqm.smk)
+NQM_TASKS = [t for t in ALL_TASKS if (config["tasks"][t].get("kind") or t) == "nqm"]
 
 RUN_DIR = f"{RESULTS}/runs/{{task}}/{{strategy}}/seed{{seed}}"
 RUN_FILES = ["summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"]
@@ -72,7 +74,8 @@ EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
 ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
 THEORY_FILES = ["checks.csv"]
 TABLE_FILES = ["summary.csv", "summary.md", "theory.md", "theory.csv", "error_vs_tau.md", "error_vs_tau.csv",
-               "budget.md", "budget.csv", "summary.html", "budget.html", "error_vs_tau.html", "theory.html"]
+               "budget.md", "budget.csv", "summary.html", "budget.html", "error_vs_tau.html", "theory.html",
+               "nqm.md", "nqm.csv", "nqm.html"]
 BENCH_FILES = ["cost.csv", "bench.json"]
 RESULTS_README = f"{RESULTS}/README.md"
 
@@ -94,6 +97,8 @@ FIGURE_SPECS = [
     ("theory_bound", "Theory", lambda: True),
     ("theory_spectrum", "Theory", lambda: True),
     ("baselines_{task}", "Baselines", lambda: True),
+    ("nqm_learned_lr", "Noisy quadratic model", lambda: any(t in NQM_TASKS for t in TASKS)),
+    ("nqm_short_horizon_bias", "Noisy quadratic model", lambda: any(t in NQM_TASKS for t in TASKS)),
 ]
 FIGURE_FORMATS = ["png", "pdf"]
 

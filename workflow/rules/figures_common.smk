@@ -31,6 +31,7 @@ REPORT_TABLES = [
     ("budget.html", "table_budget", "equal budget"),
     ("error_vs_tau.html", "table_error_vs_tau", "error against tau"),
     ("theory.html", "table_theory", "theory checks"),
+    ("nqm.html", "table_nqm", "noisy quadratic model"),
 ]
 
 
