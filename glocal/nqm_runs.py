@@ -168,7 +168,8 @@ def _effective(lrs: Sequence[float], momentum: float) -> list[float]:
 
 def run_record(task: NQMTask, base: str, hyperlog: Sequence[Mapping[str, Any]], final_phi: torch.Tensor,
                key: Mapping[str, Any], *, diverged_step: int | None = None, final_loss: float | None = None,
-               n_training_runs: int = 1, wall_time: float | None = None) -> dict[str, Any]:
+               n_training_runs: int = 1, wall_time: float | None = None, cpu_time: float | None = None
+               ) -> dict[str, Any]:
     """Section ``nqm`` of a run's summary: expected final loss of the schedule the run used and its ratio to
     the constant and the schedule optimum of ``key`` (an answer-key document), the learned learning rates and
     momentum (and effective rates alpha / (1 - beta)), their step-weighted mean over training, and the cost."""
@@ -217,6 +218,7 @@ def run_record(task: NQMTask, base: str, hyperlog: Sequence[Mapping[str, Any]], 
         "n_segments": len(segs),
         "training_steps": n_training_runs * task.steps,
         "wall_time": wall_time,
+        "cpu_time": cpu_time,
         "diverged": diverged_step is not None,
     })
     return rec

@@ -226,7 +226,7 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
     ``divergence`` is the run's :class:`~glocal.rundir.DivergenceCheck` (the same definition as the
     gradient strategies'); a trial that diverges stops there and scores ``inf``.
     """
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     T = task.steps
     eval_every = max(1, T // 50)
     step_fn, val_fn = task.dynamics.step, task.val_fn()
@@ -298,6 +298,7 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
         record["hyperparameters"] = task.hyper_values(phi)
     write_metrics(trial_dir, rows)
     record["wall_time"] = time.perf_counter() - t_start
+    record["cpu_time"] = time.process_time() - c_start
     atomic_write_json(trial_dir / "summary.json", record)
     return record
 
@@ -438,17 +439,19 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
         try:
             while n_done < opts["n_trials"]:
                 k = n_done
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 study.sampler = _sampler(strategy, seed, k, opts)
                 trial = study.ask()
                 params = _suggest(trial, t, opts["space"])
                 sampling = time.perf_counter() - t0
+                sampling_cpu = time.process_time() - c0
                 rec = _train_trial(t, params, opts, k, out / "trials" / f"trial_{k:03d}", divergence)
                 rec["wall_time"] += sampling
+                rec["cpu_time"] += sampling_cpu
                 rec["sampling_time"] = sampling
                 rec["final"] = {c: (v if v is None or math.isfinite(v) else None) for c, v in rec["final"].items()}
                 for key in ("final", "best_val_loss", "diverged_step", "divergence", "wall_time", "sampling_time",
-                            "timers", "auc"):
+                            "timers", "auc", "cpu_time"):
                     if key in rec:
                         trial.set_user_attr(key, rec[key])
                 trial.set_user_attr("index", k)
@@ -485,7 +488,8 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
                              divergence=Divergence(**div) if div else None)
     summary.update({
         "hyperparameters": best["hyperparameters"],
-        "time": {"total": rows[-1]["cumulative_wall_time"], "training": timers["training"],
+        "time": {"total": rows[-1]["cumulative_wall_time"],
+                 "cpu": sum(float(ft.user_attrs.get("cpu_time", 0.0)) for ft in finished), "training": timers["training"],
                  "hypergradient": 0.0, "dmd": 0.0, "evaluation": timers["evaluation"],
                  "search": sum(float(ft.user_attrs.get("sampling_time", 0.0)) for ft in finished)},
         "engine": None,
@@ -513,5 +517,6 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
 
         sections["nqm"] = run_record(t, strategy, [], _phi_from_params(t, best["params"]), nqm_key,
                                      diverged_step=best.get("diverged_step"), final_loss=best["final"].get("val_loss"),
-                                     n_training_runs=len(rows), wall_time=summary["time"]["total"])
+                                     n_training_runs=len(rows), wall_time=summary["time"]["total"],
+                                     cpu_time=summary["time"]["cpu"])
     return rd.write_summary(summary, **sections)

@@ -148,6 +148,9 @@ class _Run:
         self.timers = {"training": 0.0, "hypergradient": 0.0, "dmd": 0.0, "evaluation": 0.0}
         self.wall_offset = 0.0
         self.t_start = time.perf_counter()
+        # CPU time of this process (every thread): a cost that a busy shared machine inflates less than wall time
+        self.cpu_offset = 0.0
+        self.c_start = time.process_time()
         self.divergence: Divergence | None = None
         self.engine: str | None = None
         self.n_updates = 0
@@ -161,6 +164,9 @@ class _Run:
     # ---------------------------------------------------------------- bookkeeping
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t_start
+
+    def cpu(self) -> float:
+        return self.cpu_offset + time.process_time() - self.c_start
 
     def log_metrics(self, force: bool = False) -> bool:
         """Evaluate and log a metrics row; True when the training loss shows the run diverged."""
@@ -191,7 +197,7 @@ class _Run:
             "state": self.state.cpu(), "theta0": self.theta0.cpu(), "phi": self.phi.cpu(),
             "outer": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.outer.state_dict().items()},
             "rows": json.dumps(self.rows), "hyperlog": json.dumps(self.hyperlog),
-            "timers": json.dumps(self.timers), "wall": self.wall(),
+            "timers": json.dumps(self.timers), "wall": self.wall(), "cpu": self.cpu(),
             "engine": self.engine or "", "n_updates": self.n_updates, "last_eval_step": self.last_eval_step,
         })
 
@@ -221,6 +227,7 @@ class _Run:
         self.rows, self.hyperlog = json.loads(ck["rows"]), json.loads(ck["hyperlog"])
         self.timers = json.loads(ck["timers"])
         self.wall_offset, self.t_start = float(ck["wall"]), time.perf_counter()
+        self.cpu_offset, self.c_start = float(ck.get("cpu", 0.0)), time.process_time()
         self.engine = ck["engine"] or None
         self.n_updates = int(ck["n_updates"])
         self.last_eval_step = int(ck["last_eval_step"])
@@ -506,7 +513,7 @@ def run_experiment(
         )
         summary.update({
             "hyperparameters": t.hyper_values(r.phi),
-            "time": {"total": r.wall(), **r.timers},
+            "time": {"total": r.wall(), "cpu": r.cpu(), **r.timers},
             "engine": r.engine,
             "n_training_runs": (r.run + 1) if base == "global" else 1, "base_strategy": base, "task_kind": t.kind,
             "n_hyper_updates": r.n_updates, "q": t.hyper.q, "steps": t.steps, "resumed": resumed,
@@ -523,7 +530,8 @@ def run_experiment(
 
             sections["nqm"] = run_record(t, base, r.hyperlog, r.phi, key, diverged_step=r.diverged_step,
                                          final_loss=summary["final"].get("val_loss"),
-                                         n_training_runs=summary["n_training_runs"], wall_time=r.wall())
+                                         n_training_runs=summary["n_training_runs"], wall_time=r.wall(),
+                                         cpu_time=r.cpu())
         summary = rd.write_summary(summary, **sections)
         rd.remove_checkpoint()
     return summary

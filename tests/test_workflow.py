@@ -155,7 +155,11 @@ def test_dry_run(wf: Path, configfile: str | None):
     cfg = yaml.safe_load((wf / "results/config.resolved.yaml").read_text())
     tasks = [t for t, c in cfg["tasks"].items() if c["enabled"]]
     n_runs = len(tasks) * len(cfg["strategies"]) * len(cfg["seeds"])
-    assert stats.get("train", 0) + stats.get("train_weights", 0) == n_runs
+    assert stats.get("train", 0) + stats.get("train_weights", 0) + stats.get("train_nqm", 0) == n_runs
+    nqm_tasks = [t for t in tasks if (cfg["tasks"][t].get("kind") or t) == "nqm"]
+    assert stats.get("train_nqm", 0) == len(nqm_tasks) * len(cfg["strategies"]) * len(cfg["seeds"])
+    for rule in ("nqm_key", "nqm_bias"):  # once per NQM task
+        assert stats.get(rule, 0) == len(nqm_tasks), stats
     assert stats["extract"] == len(tasks) and stats["runs_index"] == len(tasks)
     for rule in ("analysis", "theory", "figures", "tables", "all"):
         assert stats[rule] == 1, stats
@@ -163,8 +167,9 @@ def test_dry_run(wf: Path, configfile: str | None):
     # the run indexes, `all` on one summary per run); before, single lines had 5 paths per run, 9-10k characters
     per_line = max(line.count("results/runs/") for line in out.splitlines())
     assert per_line <= n_runs + len(tasks), per_line
+    # `all` lists every figure and table, and one path (< 80 characters) per run: not five per run
     longest = max(out.splitlines(), key=len)
-    assert len(longest) < 4000, f"{len(longest)} characters: {longest[:300]}..."
+    assert len(longest) < 4000 + 80 * n_runs, f"{len(longest)} characters: {longest[:300]}..."
 
 
 def test_resolved_config_has_defaults_and_merges(wf: Path):

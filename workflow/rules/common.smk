@@ -69,6 +69,10 @@ RUN_FILES = ["summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"]
 RUN_WEIGHT_FILES = ["weights.csv"]
 # per task: the runs this config asks for (rule runs_index); what figures and tables read
 RUN_INDEX = f"{RESULTS}/runs/{{task}}/index.json"
+# an NQM task's answer key and short-horizon-bias curve (workflow/rules/nqm.smk)
+NQM_DIR = f"{RESULTS}/nqm/{{task}}"
+NQM_KEY = f"{NQM_DIR}/answer_key.json"
+NQM_BIAS = f"{NQM_DIR}/short_horizon_bias"
 EXTRACT_DIR = f"{RESULTS}/extract/{{task}}"
 EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
 ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
@@ -183,6 +187,11 @@ def bench_files():
     return [f"{RESULTS}/bench/{n}" for n in BENCH_FILES]
 
 
+def nqm_figure_files():
+    """The short-horizon-bias curves the figures read (one per enabled NQM task)."""
+    return [f"{NQM_BIAS.format(task=t)}.json" for t in TASKS if t in NQM_TASKS]
+
+
 def all_targets():
     return (
         all_run_summaries()  # one file per run (not all five): keeps this rule's log lines short
@@ -241,6 +250,26 @@ def train_key(wildcards):
     tcfg = {k: v for k, v in tcfg.items() if k != "strategy_options"}
     return _key({**_common_part(), "task": tcfg, "strategy": opts, "seed": int(wildcards.seed),
                  "divergence": config["divergence"]})
+
+
+def _nqm_problem(task):
+    """The task's config without what its answer key and its runs do not depend on."""
+    return {k: v for k, v in config["tasks"][task].items() if k not in ("strategy_options", "short_horizon_bias")}
+
+
+def nqm_key_key(wildcards):
+    return _key({"task": _nqm_problem(wildcards.task)})
+
+
+def nqm_bias_key(wildcards):
+    return _key({"task": _nqm_problem(wildcards.task), "bias": config["tasks"][wildcards.task]["short_horizon_bias"]})
+
+
+def nqm_train_key(wildcards):
+    """As train_key, without the short-horizon-bias settings (they do not change a run)."""
+    opts = _glocal_config_checks().strategy_options(config, wildcards.task, wildcards.strategy)
+    return _key({**_common_part(), "task": _nqm_problem(wildcards.task), "strategy": opts,
+                 "seed": int(wildcards.seed), "divergence": config["divergence"]})
 
 
 def extract_key(wildcards):

@@ -2,36 +2,6 @@
 # once per task (results/nqm/{task}/), and its training runs, which read the answer key and write the run's
 # expected final loss against it into summary.json (section nqm).
 
-NQM_DIR = f"{RESULTS}/nqm/{{task}}"
-NQM_KEY = f"{NQM_DIR}/answer_key.json"
-NQM_BIAS = f"{NQM_DIR}/short_horizon_bias"
-
-
-def nqm_figure_files():
-    """The short-horizon-bias curves the figures read (one per enabled NQM task)."""
-    return [f"{NQM_BIAS.format(task=t)}.json" for t in TASKS if t in NQM_TASKS]
-
-
-def _nqm_problem(task):
-    """The task's config without what its answer key and its runs do not depend on."""
-    return {k: v for k, v in config["tasks"][task].items() if k not in ("strategy_options", "short_horizon_bias")}
-
-
-def nqm_key_key(wildcards):
-    return _key({"task": _nqm_problem(wildcards.task)})
-
-
-def nqm_bias_key(wildcards):
-    return _key({"task": _nqm_problem(wildcards.task), "bias": config["tasks"][wildcards.task]["short_horizon_bias"]})
-
-
-def nqm_train_key(wildcards):
-    """As train_key, without the short-horizon-bias settings (they do not change a run)."""
-    opts = _glocal_config_checks().strategy_options(config, wildcards.task, wildcards.strategy)
-    return _key({**_common_part(), "task": _nqm_problem(wildcards.task), "strategy": opts,
-                 "seed": int(wildcards.seed), "divergence": config["divergence"]})
-
-
 rule nqm_key:
     """glocal nqm key: the optimum of the expected final loss over a constant learning rate and over a
     schedule (the NQM task's answer key) -> results/nqm/{task}/answer_key.json."""
