@@ -51,6 +51,8 @@ VOCABULARY: dict[str, str] = {
     "expected loss": r"expected (final )?loss",
     "optimum": r"\boptim(um|a)\b",
     "tuning horizon": r"tuning horizon",
+    "paired difference": r"paired difference",
+    "95% interval": r"95 ?% (confidence )?interval|interval 95",
 }
 
 
@@ -199,6 +201,11 @@ TABLES: list[Table] = [
           "test loss and accuracy, AUC (reweight), wall time and peak memory, mean ± std (sample std) over seeds.",
           ("training runs", "validation loss", "test loss", "accuracy", "AUC", "wall time", "peak memory"),
           "table_summary"),
+    Table("paired.md / .csv / .html", "paired.csv",
+          "Per task: glocal (and each glocal variant) against local at the same window, global and hypergradient "
+          "descent, on the same seeds: the mean paired difference of the final test loss and validation loss "
+          "and its 95% interval over seeds (Student t), with a verdict.",
+          ("paired difference", "95% interval", "test loss", "validation loss"), "table_paired"),
     Table("budget.md / .csv / .html", "budget.csv",
           "Gradient strategies against random search and TPE at equal budgets: for each gradient strategy's "
           "number of full training runs and wall time, the test loss / accuracy of the searches' best run so far "

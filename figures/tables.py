@@ -26,8 +26,9 @@ SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_s
 
 
 #: the Markdown tables also written as HTML pages (for the report): name -> page title
-HTML_TABLES = {"summary": "Summary", "budget": "Equal budgets", "error_vs_tau": "Error against prefix length",
-               "theory": "Theory checks", "nqm": "The noisy quadratic model"}
+HTML_TABLES = {"summary": "Summary", "paired": "Paired differences", "budget": "Equal budgets",
+               "error_vs_tau": "Error against prefix length", "theory": "Theory checks",
+               "nqm": "The noisy quadratic model"}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -219,6 +220,11 @@ def run(args: argparse.Namespace) -> int:
     tasks = tasks_of(config, runs, results)
     erows, ecols = error_table(read_csv(results / "analysis" / "error_vs_tau.csv"), tasks)
     atomic_write_csv(out / "error_vs_tau.csv", erows, ecols)
+    from figures.paired import PAIRED_FIELDS, paired_markdown, paired_rows
+
+    prows = paired_rows(runs)
+    atomic_write_csv(out / "paired.csv", prows, PAIRED_FIELDS)
+    atomic_write_text(out / "paired.md", paired_markdown(prows))
     from figures.budget import BUDGET_FIELDS, budget_markdown, budget_rows
 
     brows = budget_rows(runs)

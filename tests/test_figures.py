@@ -675,3 +675,33 @@ def test_nqm_table(results, tmp_path):
     assert "summary" in tables.HTML_TABLES and "<table" in (out / "nqm.html").read_text()
     # the results README lists the NQM figures (the runs say which tasks are NQM tasks)
     assert "`nqm_learned_lr`" in (tmp_path / "README.md").read_text()
+
+
+def test_paired_differences_are_paired_by_seed_with_a_t_interval():
+    from types import SimpleNamespace
+
+    from scipy import stats
+
+    from figures.paired import paired_markdown, paired_rows, t_interval
+
+    def run(loss):
+        return SimpleNamespace(summary={"final": {"test_loss": loss, "val_loss": loss / 2}})
+
+    # glocal beats local by exactly 0.1 on every seed although both vary a lot across seeds: a paired
+    # comparison sees the difference, an unpaired one would not
+    base = {0: 1.0, 1: 2.0, 2: 3.0, 3: 0.5}
+    runs = {"lr": {"glocal": {s: run(v - 0.1) for s, v in base.items()},
+                   "local": {s: run(v) for s, v in base.items()},
+                   "global": {s: run(v - 0.1 + 0.05 * (-1) ** s) for s, v in base.items() if s != 3}}}
+    rows = {(r["first"], r["second"]): r for r in paired_rows(runs)}
+    r = rows[("glocal", "local")]
+    assert r["n_pairs"] == 4 and r["test_loss_paired_difference"] == pytest.approx(-0.1)
+    assert r["test_loss_interval_95_high"] == pytest.approx(-0.1) and r["test_loss_verdict"] == "glocal lower"
+    g = rows[("glocal", "global")]  # differences +-0.05 on seeds 0-2: seed 3 has no global run
+    diffs = [-0.05, 0.05, -0.05]
+    half = stats.t.ppf(0.975, 2) * np.std(diffs, ddof=1) / np.sqrt(3)
+    assert g["n_pairs"] == 3 and g["test_loss_interval_95_low"] == pytest.approx(np.mean(diffs) - half)
+    assert g["test_loss_verdict"] == "no difference at 95%"
+    assert ("glocal", "hd") not in rows  # no hd runs
+    assert t_interval([1.0])[1] != t_interval([1.0])[1]  # NaN bounds for one pair
+    assert "glocal − local" in paired_markdown(list(rows.values()))

@@ -56,7 +56,7 @@ def _system_sequence(seed: int, q: int, n: int, delay: int, extra: int = 20):
     """
     g = torch.Generator().manual_seed(seed)
     tau = n + delay + 3
-    for _ in range(50):
+    for _ in range(200):
         K, eigs = _stable_matrix(g, n)
         e = torch.randn(n, generator=g, dtype=F64)
         z = torch.randn(n, generator=g, dtype=F64)
@@ -68,8 +68,10 @@ def _system_sequence(seed: int, q: int, n: int, delay: int, extra: int = 20):
         H = torch.stack(hs)
         m = tau - delay + 1
         G = torch.stack([H[j : j + delay].reshape(-1) for j in range(m)], dim=1)
-        Phi = torch.cat([G[:, :-1], torch.ones(1, m - 1, dtype=F64)])
-        if float(torch.linalg.cond(Phi)) < 1e4:
+        # what the fit inverts: the centred snapshots (n nonzero singular values when the system is observable)
+        X0 = G[:, :-1] - G[:, :-1].mean(dim=1, keepdim=True)
+        s = torch.linalg.svdvals(X0)
+        if s.numel() >= n and float(s[0] / s[n - 1]) < 1e4:
             limit = C @ torch.linalg.solve(torch.eye(n, dtype=F64) - K, e)
             return H, tau, limit, eigs
     raise AssertionError("could not draw a well-conditioned system")  # pragma: no cover

@@ -77,9 +77,9 @@ EXTRACT_DIR = f"{RESULTS}/extract/{{task}}"
 EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
 ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
 THEORY_FILES = ["checks.csv"]
-TABLE_FILES = ["summary.csv", "summary.md", "theory.md", "theory.csv", "error_vs_tau.md", "error_vs_tau.csv",
-               "budget.md", "budget.csv", "summary.html", "budget.html", "error_vs_tau.html", "theory.html",
-               "nqm.md", "nqm.csv", "nqm.html"]
+TABLE_FILES = ["summary.csv", "summary.md", "paired.csv", "paired.md", "theory.md", "theory.csv", "error_vs_tau.md",
+               "error_vs_tau.csv", "budget.md", "budget.csv", "summary.html", "paired.html", "budget.html",
+               "error_vs_tau.html", "theory.html", "nqm.md", "nqm.csv", "nqm.html"]
 BENCH_FILES = ["cost.csv", "bench.json"]
 RESULTS_README = f"{RESULTS}/README.md"
 

@@ -28,6 +28,7 @@ def report_params():
 # CSV files only as downloads): file, caption (workflow/report/<caption>.rst), label
 REPORT_TABLES = [
     ("summary.html", "table_summary", "summary"),
+    ("paired.html", "table_paired", "paired differences"),
     ("budget.html", "table_budget", "equal budget"),
     ("error_vs_tau.html", "table_error_vs_tau", "error against tau"),
     ("theory.html", "table_theory", "theory checks"),
