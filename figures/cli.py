@@ -99,7 +99,7 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
 
     for task in tasks:
         tr = runs.get(task, {})
-        seeds = expected_seeds(tr, config)
+        seeds = expected_seeds(tr, config, task)
         strategies = list(strat_cfg or tr)
         if f"hpo_curves_{task}" in names:
             draw(f"hpo_curves_{task}", hpo_curves.plot_hpo_curves,
@@ -112,7 +112,7 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     if "reweight_weights" in names:
         tr = runs.get("reweight", {})
         draw("reweight_weights", lambda: reweight.plot_reweight_weights(
-            tr, out / "reweight_weights", expected_seeds(tr, config)))
+            tr, out / "reweight_weights", expected_seeds(tr, config, "reweight")))
     if "error_vs_tau" in names:
         draw("error_vs_tau", lambda: error_vs_tau.plot_error_vs_tau(
             [r for r in read_csv(results / "analysis" / "error_vs_tau.csv") if r.get("task") in tasks],
@@ -137,7 +137,7 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     if "nqm_learned_lr" in names:
         draw("nqm_learned_lr", lambda: nqm_lr.plot_nqm_learned_lr(
             {t: runs.get(t, {}) for t in nqm}, nqm, out / "nqm_learned_lr",
-            expected_seeds(runs.get(nqm[0], {}), config), strat_cfg))
+            {t: expected_seeds(runs.get(t, {}), config, t) for t in nqm}, strat_cfg))
     if "nqm_short_horizon_bias" in names:
         draw("nqm_short_horizon_bias", lambda: nqm_bias.plot_nqm_short_horizon_bias(
             {t: read_json(results / "nqm" / t / "short_horizon_bias.json") for t in nqm}, nqm,

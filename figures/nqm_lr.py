@@ -60,11 +60,12 @@ def _steps(runs: Mapping[str, Mapping[int, Run]]) -> int:
 
 
 def plot_nqm_learned_lr(runs: Mapping[str, Mapping[str, Mapping[int, Run]]], tasks: Sequence[str],
-                        out_stem: str | Path, seeds: Sequence[int] | None = None,
+                        out_stem: str | Path, seeds: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
                         strategies: Sequence[str] | None = None) -> dict[str, Any]:
     """Per NQM task (rows): left, the effective learning rate of each strategy (mean over seeds) against the
     training step with the constant and the schedule optimum; right, final expected loss / optimum against
-    the strategy's wall time (mean over seeds, bars min-max), with the goal (1.1) and the schedule optimum."""
+    the strategy's wall time (mean over seeds, bars min-max), with the goal (1.1) and the schedule optimum.
+    ``seeds``: the expected seeds, of every task or per task (a mapping)."""
     tasks = list(tasks)
     fig, axes = style.subplots(max(1, len(tasks)), 2, w=4.6, h=3.0)
     data: dict[str, Any] = {"points": {}, "notes": []}
@@ -75,6 +76,7 @@ def plot_nqm_learned_lr(runs: Mapping[str, Mapping[str, Mapping[int, Run]]], tas
     for row, task in enumerate(tasks):
         tr = runs.get(task, {})
         strats = style.order(strategies or list(tr))
+        expected = seeds.get(task) if isinstance(seeds, Mapping) else seeds
         key = _key(tr)
         ax_lr, ax_loss = axes[row, 0], axes[row, 1]
         mode = key.get("mode", "?")
@@ -96,7 +98,8 @@ def plot_nqm_learned_lr(runs: Mapping[str, Mapping[str, Mapping[int, Run]]], tas
             if not by_seed:
                 continue
             c, m = style.color(strat), style.MARKERS.get(strat, "o")
-            lab = strat + (f" ({len(by_seed)}/{len(seeds)} seeds)" if seeds and len(by_seed) < len(seeds) else "")
+            lab = strat + (f" ({len(by_seed)}/{len(expected)} seeds)" if expected and len(by_seed) < len(expected)
+                           else "")
             lrs = [per_step_lr(r) for r in by_seed.values()]
             lrs = [x for x in lrs if x is not None]
             if lrs:

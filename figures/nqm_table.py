@@ -53,7 +53,7 @@ def nqm_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, Any] 
         by_strategy = runs[task]
         if not is_nqm(by_strategy):
             continue
-        seeds = expected_seeds(by_strategy, config)
+        seeds = expected_seeds(by_strategy, config, task)
         glob_runs = list(by_strategy.get("global", {}).values())
         glob_wall = mean_std([to_float((r.summary.get("time") or {}).get("total")) for r in glob_runs])[0]
         glob_cpu = mean_std([to_float((r.summary.get("time") or {}).get("cpu")) for r in glob_runs])[0]

@@ -54,7 +54,7 @@ def summary_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, A
     run's losses, are left out of the mean and counted in n_diverged)."""
     rows = []
     for task in sorted(runs):
-        seeds = expected_seeds(runs[task], config)
+        seeds = expected_seeds(runs[task], config, task)
         for strat in style.order(runs[task]):
             by_seed = runs[task][strat]
             rs = [by_seed[s] for s in sorted(by_seed)]

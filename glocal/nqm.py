@@ -86,7 +86,7 @@ __all__ = [
 
 MODES = ("expected", "sampled")
 #: Keys of a ``tasks.<name>`` section of kind ``nqm`` that the pipeline reads and the task does not.
-PIPELINE_KEYS = ("kind", "enabled", "strategy_options", "answer_key", "short_horizon_bias")
+PIPELINE_KEYS = ("kind", "enabled", "seeds", "strategy_options", "answer_key", "short_horizon_bias")
 THETA0_DISTRIBUTIONS = ("normal", "uniform", "constant")
 
 #: Default ``tasks.nqm`` section (the proposal for the config schema).

@@ -705,3 +705,17 @@ def test_paired_differences_are_paired_by_seed_with_a_t_interval():
     assert ("glocal", "hd") not in rows  # no hd runs
     assert t_interval([1.0])[1] != t_interval([1.0])[1]  # NaN bounds for one pair
     assert "glocal − local" in paired_markdown(list(rows.values()))
+
+
+def test_a_task_with_its_own_seeds_expects_those(results):
+    """A task's own seeds (NQM tasks may set them) replace the top-level seeds in the runs read and expected."""
+    from figures import nqm_table
+    from figures.io import config_runs, expected_seeds, task_seeds
+
+    cfg = {"tasks": {"lr": {}, "nqm": {"kind": "nqm", "seeds": [1]}}, "strategies": ["glocal"], "seeds": [0, 1]}
+    assert task_seeds(cfg, "lr") == [0, 1] and task_seeds(cfg, "nqm") == [1] and task_seeds(cfg, None) == [0, 1]
+    assert [(t, n) for t, _, n, _ in config_runs(results, cfg)] == [("lr", 0), ("lr", 1), ("nqm", 1)]
+    runs = load_runs(results)
+    assert expected_seeds(runs["nqm"], cfg, "nqm") == [1] and expected_seeds(runs["nqm"], cfg) == [0, 1]
+    rows = {(r["task"], r["strategy"]): r for r in nqm_table.nqm_rows(runs, cfg)}
+    assert rows[("nqm", "glocal")]["n_expected_seeds"] == 1 and rows[("nqm_sampled", "glocal")]["n_expected_seeds"] == 2

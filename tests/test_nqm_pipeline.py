@@ -73,10 +73,22 @@ def test_build_task_dispatches_on_the_kind(cfg):
     ({"dimension": 3}, "tasks.q"),
     ({"optimizer": {"beta": 0.9}}, "tasks.q.optimizer"),
     ({"answer_key": {"phases": 3}}, "tasks.q.answer_key"),
+    ({"seeds": []}, "tasks.q.seeds"),
+    ({"seeds": [0, 0]}, "tasks.q.seeds"),
 ])
 def test_bad_nqm_config_names_the_key(bad, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         load_config(None, {"tasks": {"q": {"kind": "nqm", **bad}}})
+
+
+def test_a_task_may_run_its_own_seeds():
+    """tasks.<nqm task>.seeds replaces the top-level seeds for that task (null: those); the task built is the
+    same problem whatever its seeds."""
+    c = load_config(None, {"seeds": [0, 1, 2], "tasks": {"q": {"kind": "nqm", "seeds": [4]}, "r": {"kind": "nqm"}}})
+    assert c["tasks"]["q"]["seeds"] == [4] and c["tasks"]["r"]["seeds"] is None
+    a = build_task(c, "q", 4, torch.device("cpu"), torch.float64)
+    b = build_task(c, "r", 4, torch.device("cpu"), torch.float64)
+    assert a.answer_key().loss == b.answer_key().loss
 
 
 def test_task_errors_name_the_task():

@@ -154,8 +154,13 @@ def run_files(task, strategy, seed):
     return [f"{d}/{n}" for n in names]
 
 
+def task_seeds(task):
+    """The seeds of a task's runs: its own `seeds` (NQM tasks may set them), else the top-level ones."""
+    return list(config["tasks"][task].get("seeds") or SEEDS)
+
+
 def all_run_files():
-    return [f for t in TASKS for s in STRATEGIES for seed in SEEDS for f in run_files(t, s, seed)]
+    return [f for t in TASKS for s in STRATEGIES for seed in task_seeds(t) for f in run_files(t, s, seed)]
 
 
 def run_index_files():
@@ -164,7 +169,8 @@ def run_index_files():
 
 def all_run_summaries():
     """One file per run (written last by a run): as targets, a deleted run is redone."""
-    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json" for t in TASKS for s in STRATEGIES for n in SEEDS]
+    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json" for t in TASKS for s in STRATEGIES
+            for n in task_seeds(t)]
 
 
 def extract_files(task):
@@ -254,7 +260,7 @@ def train_key(wildcards):
 
 def _nqm_problem(task):
     """The task's config without what its answer key and its runs do not depend on."""
-    return {k: v for k, v in config["tasks"][task].items() if k not in ("strategy_options", "short_horizon_bias")}
+    return {k: v for k, v in config["tasks"][task].items() if k not in ("seeds", "strategy_options", "short_horizon_bias")}
 
 
 def nqm_key_key(wildcards):

@@ -51,4 +51,4 @@ def table_outputs():
 
 def indexed_runs(wildcards):
     """The runs of a task this config asks for, as "strategy/seedN ..." (run directories under results/runs/TASK)."""
-    return " ".join(f"{s}/seed{n}" for s in STRATEGIES for n in SEEDS)
+    return " ".join(f"{s}/seed{n}" for s in STRATEGIES for n in task_seeds(wildcards.task))
