@@ -280,12 +280,12 @@ def test_gpu_requested_only_for_cuda(wf: Path):
         for rule, body in blocks:
             m = re.search(r"resources: (.*)", body)
             res = dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {}
-            if rule in ("train", "train_weights", "extract", "bench"):
+            if rule in ("train", "train_weights", "train_nqm", "extract", "bench"):
                 assert res.get("gpu", "0") == gpus, (rule, res)
                 seen.add(rule)
             else:
                 assert res.get("gpu", "0") == "0", (rule, res)
-        assert seen == {"train", "train_weights", "extract", "bench"}
+        assert seen == {"train", "train_weights", "train_nqm", "extract", "bench"}
 
 
 def test_expected_figures_listed_once(wf: Path):
