@@ -22,7 +22,9 @@ METRICS = ["val_loss", "test_loss", "val_acc", "test_acc"]
 SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_seeds", "n_diverged",
                    "n_training_runs"]
                   + [f"{m}_{s}" for m in METRICS + ["auc", "wall_time"] for s in ("mean", "std")]
-                  + ["wall_time_per_update_mean", "peak_memory_mb_mean", "peak_memory_mb_std", "engine"])
+                  + ["wall_time_per_update_mean", "peak_memory_mb_mean", "peak_memory_mb_std", "engine"]
+                  + ["fit_windows", "fit_fallbacks", "fit_fallbacks_by_reason", "fit_degenerate", "fit_growing",
+                     "fit_median_rank", "fit_median_spectral_radius"])
 
 
 #: the Markdown tables also written as HTML pages (for the report): name -> page title
@@ -76,8 +78,43 @@ def summary_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, A
             row["peak_memory_mb_mean"], row["peak_memory_mb_std"], _ = mean_std(
                 [to_float(r.summary.get("peak_memory_mb")) for r in rs])
             row["engine"] = " ".join(sorted({str(r.summary.get("engine")) for r in rs if r.summary.get("engine")}))
+            row.update(fit_health_totals([r.summary.get("fit_health") for r in rs]))
             rows.append(row)
     return rows
+
+
+def fit_health_totals(healths: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The glocal fit health of a strategy's runs, summed over seeds (windows, fallbacks and their
+    reasons, degenerate and growing fits) with the median over seeds of each run's median rank and
+    spectral radius; empty strings for strategies that fit nothing (no ``fit_health`` in summary.json)."""
+    hs = [h for h in healths if isinstance(h, dict) and h.get("windows")]
+    if not hs:
+        return {k: "" for k in SUMMARY_FIELDS if k.startswith("fit_")}
+    reasons: dict[str, int] = {}
+    for h in hs:
+        for k, n in (h.get("fallbacks_by_reason") or {}).items():
+            reasons[k] = reasons.get(k, 0) + int(n)
+
+    def median_of(key):
+        xs = sorted(to_float(h.get(key)) for h in hs)
+        xs = [x for x in xs if math.isfinite(x)]
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2 if xs else math.nan
+
+    return {"fit_windows": sum(int(h["windows"]) for h in hs),
+            "fit_fallbacks": sum(int(h.get("fallbacks") or 0) for h in hs),
+            "fit_fallbacks_by_reason": " ".join(f"{k}={n}" for k, n in sorted(reasons.items())),
+            "fit_degenerate": sum(int(h.get("degenerate") or 0) for h in hs),
+            "fit_growing": sum(int(h.get("growing") or 0) for h in hs),
+            "fit_median_rank": median_of("median_rank"),
+            "fit_median_spectral_radius": median_of("median_spectral_radius")}
+
+
+def fit_health_cell(r: dict[str, Any]) -> str:
+    """'fallbacks/windows (reason=n ...), degenerate d' for a strategy that fits, '-' otherwise."""
+    if not r.get("fit_windows"):
+        return "-"
+    why = f" ({r['fit_fallbacks_by_reason']})" if r["fit_fallbacks_by_reason"] else ""
+    return f"{r['fit_fallbacks']}/{r['fit_windows']}{why}; degenerate {r['fit_degenerate']}"
 
 
 def pm(mean: float, std: float, digits: int = 4) -> str:
@@ -90,12 +127,17 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     out = ["# Summary: final metrics per task and strategy", "",
            "Mean ± sample standard deviation over seeds (final values after the last step; for random/tpe the "
            "best trial; a single seed shows no ±). `runs` = full training runs used; `wall time` = whole run "
-           "(s); `memory` = peak memory of the run (MB); diverged runs are counted and left out of the means.", ""]
+           "(s); `memory` = peak memory of the run (MB); diverged runs are counted and left out of the means. "
+           "`fit fallbacks` (glocal strategies): windows whose Koopman fit fell back to the local hypergradient, "
+           "of all windows of all seeds, by reason (growing: spectral radius above 1 in too large a share of "
+           "the modes; cond, norm: the limit's guards), and fits that collapsed (every eigenvalue ~0).", ""]
     for task in sorted({r["task"] for r in rows}):
         rs = [r for r in rows if r["task"] == task]
         has_auc = any(math.isfinite(r["auc_mean"]) for r in rs)
         head = ["strategy", "seeds", "runs", "val loss", "test loss", "test acc"] + (["AUC"] if has_auc else []) \
             + ["wall time (s)", "s / update", "memory (MB)", "diverged", "engine"]
+        has_fit = any(r.get("fit_windows") for r in rs)
+        head += ["fit fallbacks"] if has_fit else []
         out += [f"## task `{task}`", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rs:
             seeds = f"{r['n_seeds']}/{r['n_expected_seeds']}" + (f" (missing {r['missing_seeds']})"
@@ -106,6 +148,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
                 cells.append(pm(r["auc_mean"], r["auc_std"]))
             cells += [pm(r["wall_time_mean"], r["wall_time_std"], 3), style.fmt(r["wall_time_per_update_mean"]),
                       style.fmt(r["peak_memory_mb_mean"], 4), str(r["n_diverged"]), r["engine"] or "-"]
+            cells += [fit_health_cell(r)] if has_fit else []
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if not rows:

@@ -70,6 +70,10 @@ def write_run(root: Path, task: str, strat: str, seed: int, *, diverge_at: int |
         from sklearn.metrics import roc_auc_score  # not the plotting module's own helper
 
         summary["auc"] = float(roc_auc_score(flipped == 0, w))
+    if strat == "glocal":
+        summary["fit_health"] = {"windows": 10, "fallbacks": 2 + seed, "fallbacks_by_reason": {"growing mode": 2 + seed},
+                                 "degenerate": seed, "growing": 3, "median_rank": 4 + 2 * seed,
+                                 "median_spectral_radius": 0.9 + 0.04 * seed}
     (d / "summary.json").write_text(json.dumps(summary))
     if strat == "glocal":
         recs = [{"step": s, "eigenvalues": [[0.9 - 0.1 * k, 0.1 * k], [0.9 - 0.1 * k, -0.1 * k]]}
@@ -576,6 +580,11 @@ def test_tables(results, tmp_path):
     assert tpe["n_training_runs"] == "4"
     md = (out / "summary.md").read_text()
     assert f"{np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}" in md and "AUC" in md and "random" in md
+    # fit health: summed over the two seeds, medians over them; nothing for strategies that fit nothing
+    assert (r["fit_windows"], r["fit_fallbacks"], r["fit_degenerate"], r["fit_growing"]) == ("20", "5", "1", "6")
+    assert r["fit_fallbacks_by_reason"] == "growing mode=5"
+    assert float(r["fit_median_rank"]) == 5 and float(r["fit_median_spectral_radius"]) == pytest.approx(0.92)
+    assert loc["fit_windows"] == "" and "| 5/20 (growing mode=5); degenerate 1 |" in md
     th = (out / "theory.md").read_text()
     assert "| floor | 3 | 2 | 1 |" in th and "2 of 3 checks passed" in th
     assert (out / "error_vs_tau.md").read_text().endswith("analysis summary\n")
