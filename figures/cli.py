@@ -1,9 +1,9 @@
 """``glocal figures --config FILE --results results --out results/figures``: every figure (PNG + PDF).
 
 Layout read: results/runs/{task}/{strategy}/seed{seed}/, results/extract/{task}/, results/analysis/,
-results/theory/, results/bench/cost.csv, results/ablation/extract/{task}/, results/sensitivity/{task}/{start}/.
-A figure whose inputs are missing is still written, saying so;
-a figure that fails to draw is replaced by one showing the error and the exit status becomes 1.
+results/theory/, results/bench/cost.csv, results/nqm/{task}/ (tasks of kind nqm), results/ablation/extract/{task}/,
+results/sensitivity/{task}/{start}/. A figure whose inputs are missing is still written, saying so; a figure that
+fails to draw is replaced by one showing the error and the exit status becomes 1.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from figures import catalog, style
-from figures.io import expected_seeds, load_runs, read_csv, select_runs
+from figures.io import expected_seeds, load_runs, read_csv, read_json, select_runs
 
 RUNS_HELP = ("run indexes (results/runs/{task}/index.json, written by the workflow): read exactly these runs; "
              "default: the runs the --config asks for (tasks x strategies x seeds), or without --config every "
@@ -61,6 +61,14 @@ def ablation_rows(results: Path, config: dict[str, Any], tasks: list[str]) -> li
     return [r for t in wanted for r in read_csv(results / "ablation" / "extract" / t / "ablation.csv")]
 
 
+def nqm_tasks_of(config: dict[str, Any], runs: dict, tasks: list[str]) -> list[str]:
+    """The tasks of kind nqm among ``tasks``: by the config's kinds, else by their runs' summaries."""
+    if config.get("tasks"):
+        return [t for t in tasks if ((config["tasks"].get(t) or {}).get("kind") or t) == "nqm"]
+    return [t for t in tasks if any(r.summary.get("task_kind") == "nqm" or r.summary.get("nqm")
+                                    for by_seed in runs.get(t, {}).values() for r in by_seed.values())]
+
+
 def _error_figure(name: str, out: Path, exc: BaseException) -> None:
     fig, axes = style.subplots(1, 1, w=5, h=2.5)
     style.empty(axes[0, 0], f"figure {name} failed:\n{type(exc).__name__}: {str(exc)[:200]}")
@@ -70,12 +78,24 @@ def _error_figure(name: str, out: Path, exc: BaseException) -> None:
 def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
                only: list[str] | None = None, run_indexes: list[str] | None = None) -> dict[str, Any]:
     """Draw every figure; {name: returned data or the exception}. Runs read: ``select_runs``."""
-    from figures import baselines, cost, error_vs_tau, hpo_curves, hyper_trajectories, reweight, spectra, theory
+    from figures import (
+        baselines,
+        cost,
+        error_vs_tau,
+        hpo_curves,
+        hyper_trajectories,
+        nqm_bias,
+        nqm_lr,
+        reweight,
+        spectra,
+        theory,
+    )
 
     config = config or {}
     runs = load_runs(results, select_runs(results, config, run_indexes))
     tasks = tasks_of(config, runs, results)
-    names = catalog.figure_names(tasks)
+    nqm = nqm_tasks_of(config, runs, tasks)
+    names = catalog.figure_names(tasks, nqm_tasks=nqm)
     if only:
         names = [n for n in names if n in only]
     done: dict[str, Any] = {}
@@ -137,6 +157,14 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
 
         draw("sensitivity", lambda: sensitivity.plot_sensitivity(
             sensitivity.load(sensitivity.index_paths(results, config)), out / "sensitivity"))
+    if "nqm_learned_lr" in names:
+        draw("nqm_learned_lr", lambda: nqm_lr.plot_nqm_learned_lr(
+            {t: runs.get(t, {}) for t in nqm}, nqm, out / "nqm_learned_lr",
+            {t: expected_seeds(runs.get(t, {}), config, t) for t in nqm}, strat_cfg))
+    if "nqm_short_horizon_bias" in names:
+        draw("nqm_short_horizon_bias", lambda: nqm_bias.plot_nqm_short_horizon_bias(
+            {t: read_json(results / "nqm" / t / "short_horizon_bias.json") for t in nqm}, nqm,
+            out / "nqm_short_horizon_bias"))
     th = [n for n in theory.NAMES if n in names]
     if th:
         try:

@@ -186,13 +186,17 @@ def select_runs(results: str | Path, config: dict[str, Any] | None = None,
     return None
 
 
+def task_seeds(config: dict[str, Any], task: str | None) -> list[int]:
+    """The seeds a config runs a task with: the task's own ``seeds`` (NQM tasks may set them), else the
+    top-level ``seeds``."""
+    own = ((config.get("tasks") or {}).get(task) or {}).get("seeds") if task is not None else None
+    return [int(s) for s in (own or config.get("seeds") or [])]
+
+
 def expected_seeds(runs: dict[str, dict[int, Run]], config: dict[str, Any] | None = None,
                    task: str | None = None) -> list[int]:
-    """Seeds every strategy of a task should have: the config's (the task's own ``seeds`` when ``task`` is
-    given and sets them), else the union of those found."""
-    own = ((config or {}).get("tasks") or {}).get(task) or {} if task else {}
-    if own.get("seeds") is not None:
-        return sorted(int(s) for s in own["seeds"])
+    """Seeds every strategy of a task should have: the config's (the task's own if it sets them), else the
+    union of those found."""
     if config and config.get("seeds") is not None:
-        return sorted(int(s) for s in config["seeds"])
+        return sorted(task_seeds(config, task))
     return sorted({s for by_seed in runs.values() for s in by_seed})

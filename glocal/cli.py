@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("glocal.analysis", "error against trajectory length from extract outputs, with the bound"),
     "ablate": ("glocal.ablation", "ablations of the estimator: refit saved trajectories (extract) or HPO runs (hpo)"),
     "sensitivity": ("glocal.sensitivity", "every strategy from one starting point of the hyperparameters"),
+    "nqm": ("glocal.nqm_runs", "the noisy quadratic model's answer key or short-horizon-bias curve (tasks of kind nqm)"),
     "theory": ("theory_checks.runner", "the quadratic-system theory checks at full scale"),
     "figures": ("figures.cli", "every figure of the reproduction, from result files"),
     "tables": ("figures.tables", "summary tables and results/README.md, from result files"),

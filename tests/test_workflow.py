@@ -155,9 +155,16 @@ def test_dry_run(wf: Path, configfile: str | None):
     cfg = yaml.safe_load((wf / "results/config.resolved.yaml").read_text())
     tasks = [t for t, c in cfg["tasks"].items() if c["enabled"]]
     # per task: its own strategies and seeds (tasks.<task>.strategies / seeds) or the top-level lists
-    n_runs = sum(len(cfg["tasks"][t].get("strategies") or cfg["strategies"]) * len(cfg["tasks"][t].get("seeds")
-                                                                                  or cfg["seeds"]) for t in tasks)
-    assert stats.get("train", 0) + stats.get("train_weights", 0) == n_runs
+    runs = {t: len(cfg["tasks"][t].get("strategies") or cfg["strategies"])
+            * len(cfg["tasks"][t].get("seeds") or cfg["seeds"]) for t in tasks}
+    n_runs = sum(runs.values())
+    assert stats.get("train", 0) + stats.get("train_weights", 0) + stats.get("train_nqm", 0) == n_runs
+    nqm_tasks = [t for t in tasks if (cfg["tasks"][t].get("kind") or t) == "nqm"]
+    assert stats.get("train_nqm", 0) == sum(runs[t] for t in nqm_tasks)
+    if configfile is None:  # config.yaml: the deterministic expected mode runs one seed, sampled mode two
+        assert [len(cfg["tasks"][t]["seeds"]) for t in ("nqm", "nqm_sampled")] == [1, 2] < [len(cfg["seeds"])] * 2
+    for rule in ("nqm_key", "nqm_bias"):  # once per NQM task
+        assert stats.get(rule, 0) == len(nqm_tasks), stats
     extracted = [t for t in tasks if cfg["tasks"][t].get("extract", True) is not False]
     assert stats["extract"] == len(extracted) and stats["runs_index"] == len(tasks)
     chosen = cfg["ablation"]["extract"]["tasks"]  # null: every extracted task
@@ -281,12 +288,12 @@ def test_gpu_requested_only_for_cuda(wf: Path):
         for rule, body in blocks:
             m = re.search(r"resources: (.*)", body)
             res = dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {}
-            if rule in ("train", "train_weights", "extract", "bench", "sensitivity"):  # sensitivity: training runs
+            if rule in ("train", "train_weights", "train_nqm", "extract", "bench", "sensitivity"):  # sensitivity: runs
                 assert res.get("gpu", "0") == gpus, (rule, res)
                 seen.add(rule)
             else:
                 assert res.get("gpu", "0") == "0", (rule, res)
-        assert seen == {"train", "train_weights", "extract", "bench", "sensitivity"}
+        assert seen == {"train", "train_weights", "train_nqm", "extract", "bench", "sensitivity"}
 
 
 def test_expected_figures_listed_once(wf: Path):
@@ -603,8 +610,10 @@ def test_smoke_end_to_end(tmp_path: Path):
     proc = snakemake(wf, "-n", "--configfile", SMOKE, "window.yaml")
     out = output_of(proc)
     assert proc.returncode == 0, out
-    # lr and reweight: glocal and local; lr_gru: glocal; the sensitivity starts run glocal (one job per start)
-    assert job_stats(out) == {"train": 3, "train_weights": 2, "runs_index": 3, "sensitivity": 2, "figures": 1,
+    # lr and reweight: glocal and local; lr_gru: glocal; the sensitivity starts run glocal (one job per start);
+    # the two NQM tasks: their answer keys and bias curves do not depend on the window
+    assert job_stats(out) == {"train": 3, "train_weights": 2, "train_nqm": 4, "runs_index": 5, "sensitivity": 2,
+                              "figures": 1,
                               "tables": 1, "all": 1}
     assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal", "local"}
     # (the dry run above wrote another results/config/<hash>.yaml; the smoke config's is unchanged)

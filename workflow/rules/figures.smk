@@ -32,6 +32,7 @@ rule figures:
         bench=bench_files(),
         ablation=ablation_files(),
         sensitivity=sensitivity_files(),
+        nqm=nqm_figure_files(),
     output:
         png=figure_outputs("png"),
         pdf=figure_outputs("pdf"),

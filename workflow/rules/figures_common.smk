@@ -34,6 +34,7 @@ REPORT_TABLES = [
     ("theory.html", "table_theory", "theory checks"),
     ("ablation_extract.html", "table_ablation_extract", "ablation: extraction"),
     ("sensitivity.html", "table_sensitivity", "sensitivity"),
+    ("nqm.html", "table_nqm", "noisy quadratic model"),
 ]
 
 
