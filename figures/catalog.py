@@ -201,8 +201,8 @@ FIGURES: list[Figure] = [
     Figure("nqm_learned_lr", "figures.nqm_lr", "The noisy quadratic model: learned learning rate and loss",
            "One row per task of kind nqm (its mode: expected or sampled). Left: the effective learning rate "
            "lr / (1 - momentum) of the schedule each strategy trained with against the training step (mean over "
-           "seeds, log scale; global: its last run, random and TPE dashed: the run they selected), with the optimum of "
-           "the task's answer key: the best constant learning rate (black dashed) and the best K-phase schedule "
+           "seeds, log scale; global: its last run, random, TPE and CMA-ES dashed: the run they selected), with the "
+           "optimum of the task's answer key: the best constant learning rate (black dashed) and the best K-phase schedule "
            "(black dotted). Right: the final expected loss of that schedule over the constant optimum's against "
            "the wall time the strategy spent (log-log; mean over seeds, bars min-max; in sampled mode the expected "
            "loss of the schedule the run chose, not its noisy realized loss), with the schedule optimum (dotted) "

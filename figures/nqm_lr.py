@@ -18,7 +18,7 @@ import numpy as np
 from figures import style
 from figures.io import Run, to_float
 
-SEARCHES = ("random", "tpe")
+SEARCHES = ("random", "tpe", "cmaes")
 GOAL = 1.1  #: the goal: glocal within 10% of the optimum's loss
 
 
