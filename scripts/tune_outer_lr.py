@@ -57,10 +57,22 @@ def main() -> None:
                              "final_val_loss": sum(vals) / len(vals), "worst_val_loss": max(vals),
                              "diverged_step": 0 if diverged else None, "wall_time": round(wall, 2)})
                 print(rows[-1], flush=True)
-    with open(out / "outer_lr.csv", "w", newline="") as fh:
+    # Merge with the rows of earlier invocations (e.g. a grid extended past its edge), newest wins.
+    table = out / "outer_lr.csv"
+    merged = {}
+    if table.exists():
+        with open(table, newline="") as fh:
+            for r in csv.DictReader(fh):
+                merged[(r["task"], r["strategy"], float(r["outer_lr"]))] = r
+    for r in rows:
+        merged[(r["task"], r["strategy"], float(r["outer_lr"]))] = r
+    with open(table, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(merged[k] for k in sorted(merged))
+    rows = [{**r, "final_val_loss": float(r["final_val_loss"]), "outer_lr": float(r["outer_lr"]),
+             "diverged_step": None if r["diverged_step"] in (None, "") else r["diverged_step"]}
+            for r in merged.values()]
     best = {}
     for r in rows:
         v = r["final_val_loss"]
