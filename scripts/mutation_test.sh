@@ -12,6 +12,8 @@
 #   MUTATION_SAMPLE    run every k-th mutant only, a trial at 1/k of the cost: a number for every module, or
 #                      per module, e.g. koopman=2,hypergrad=3,dynamics=3 (a bare number sets the others)
 #   MUTATION_MUTANTS   a file of mutant names, one a line (e.g. a previous run's survivors.txt): run only those
+#   MUTATION_TESTS     test files to run instead of pyproject's selection, space-separated, e.g.
+#                      "tests/test_koopman.py tests/test_hypergrad.py tests/test_dynamics.py"
 # Needs the `mutation` extra: pip install -e ".[mutation]". The settings (modules, test selection) are
 # [tool.mutmut] in pyproject.toml; the tests use the hypothesis profile `mutation` (5 fixed examples).
 # Writes run.log, results.txt (every mutant and its status), summary.json (per module: mutants generated and
@@ -40,12 +42,27 @@ out=$(cd "$out" && pwd)
 # ignored ones left out), never in the checkout itself
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 tar -cf - 2>/dev/null) | (cd "$work" && tar -xf -)
 cd "$work"
+if [ -n "${MUTATION_TESTS:-}" ]; then
+  for t in $MUTATION_TESTS; do [ -f "$t" ] || { echo "mutation_test: MUTATION_TESTS names $t, not a file" >&2; exit 2; }; done
+  # the scratch copy's pyproject.toml only: replace the test selection of [tool.mutmut]
+  python3 - "$MUTATION_TESTS" <<'PY'
+import re, sys
+from pathlib import Path
+p = Path("pyproject.toml")
+files = ", ".join(f'"{t}"' for t in sys.argv[1].split())
+text, n = re.subn(r"pytest_add_cli_args_test_selection = \[[^\]]*\]", f"pytest_add_cli_args_test_selection = [{files}]",
+                  p.read_text())
+if n != 1:
+    sys.exit("mutation_test: no pytest_add_cli_args_test_selection in pyproject.toml")
+p.write_text(text)
+PY
+fi
 
 export HYPOTHESIS_PROFILE=mutation OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 patterns=()
 for m in "${modules[@]}"; do patterns+=("glocal.$m.*"); done
 
-echo "mutation_test: modules ${modules[*]} in $work -> $out"
+echo "mutation_test: modules ${modules[*]} in $work -> $out${MUTATION_TESTS:+ (tests: $MUTATION_TESTS)}"
 start=$(date +%s)
 if [ -n "${MUTATION_SAMPLE:-}${MUTATION_MUTANTS:-}" ]; then
   # generate the mutants and record which tests reach which function (a pattern that names no mutant),
