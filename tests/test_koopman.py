@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from glocal.koopman import (
     backtest_shrinkage,
+    fixed_point_condition,
     glocal_estimate,
     hankel_dmd,
     shared_rate_fit,
@@ -531,7 +532,10 @@ def test_robust_and_auto_run_in_float64_and_return_the_input_dtype(estimator):
         assert est.value.dtype == dt
         fit64 = glocal_estimate(x.double(), estimator=estimator, steps_ahead=50)
         assert torch.equal(est.value, fit64.value.to(dt))
-        assert est.diagnostics["kappa"] == fit64.diagnostics["kappa"]
+        # every number of the fit (backtest errors included) is the float64 fit's, bit for bit
+        for key, v in fit64.diagnostics.items():
+            if isinstance(v, float):
+                assert est.diagnostics[key] == v or math.isnan(v) and math.isnan(est.diagnostics[key]), (dt, key)
     lst = glocal_estimate(H.tolist(), estimator=estimator, steps_ahead=50)
     assert lst.value.dtype == F64 and torch.equal(lst.value, glocal_estimate(H, estimator=estimator, steps_ahead=50).value)
 
@@ -629,3 +633,123 @@ def test_auto_picks_robust_on_a_noisy_shared_rate_trajectory():
     target = H[tau - 1 + n]
     assert _rel(robust.value, target) < _rel(glocal_estimate(noisy, estimator="horizon", steps_ahead=n).value, target)
     assert _rel(robust.value, target) < 0.5 * _rel(noisy[-1], target)
+
+
+# ---------------------------------------------------------------------------- contracts the mutation run found unchecked
+def test_validate_trajectory_keeps_floating_array_dtypes():
+    """A numpy float32 array stays float32 (only lists of Python floats are read as float64)."""
+    import numpy as np
+
+    assert validate_trajectory(np.ones((4, 2), dtype=np.float32)).dtype == torch.float32
+    assert validate_trajectory(np.ones((4, 2), dtype=np.float64)).dtype == F64
+    assert validate_trajectory(np.ones((4, 2), dtype=np.int32)).dtype == F64
+    assert validate_trajectory([[1.0, 2.0], [3.0, 4.0]]).dtype == F64
+    assert validate_trajectory([1, 2, 3]).dtype == F64
+
+
+def test_non_finite_message_lists_five_locations_and_counts_the_rest():
+    traj = torch.ones(8, 3, dtype=F64)
+    traj[1:8, 2] = float("nan")  # 7 entries
+    with pytest.raises(ValueError) as err:
+        validate_trajectory(traj)
+    msg = str(err.value)
+    assert msg.startswith("trajectory has 7 non-finite") and msg.count("(step") == 5 and msg.endswith("and 2 more")
+
+
+def test_energy_rank_is_the_fewest_modes_holding_the_fraction():
+    # eight points on a circle: two equal singular values, the first mode holds exactly half the energy
+    k = torch.arange(8, dtype=F64)
+    circle = torch.stack([torch.cos(2 * math.pi * k / 8), torch.sin(2 * math.pi * k / 8)], dim=1)
+    assert hankel_dmd(circle, energy=0.5).rank == 1
+    assert hankel_dmd(circle, energy=0.5 + 1e-9).rank == 2
+    # a generic trajectory: the count from an independent SVD of the centred snapshots
+    H = _noisy_modal(5, q=6, tau=30)
+    s = torch.linalg.svdvals(H - H.mean(dim=0))
+    frac = torch.cumsum(s**2, 0) / torch.sum(s**2)
+    for energy in (0.5, 0.9, 0.99, 0.9999):
+        want = int((frac < energy).sum()) + 1
+        assert hankel_dmd(H, energy=energy).rank == want, energy
+
+
+def test_three_snapshots_fit_a_geometric_sequence_exactly():
+    """Three steps are two transitions: enough for one mode and the constant (the fewest the fit accepts)."""
+    t = torch.arange(1, 4, dtype=F64)
+    h = 2.0 + 3.0 * 0.5**t
+    est = glocal_estimate(h)
+    assert not est.fallback and est.diagnostics["rank"] == 1, est.reason
+    assert abs(float(est.value) - 2.0) <= 1e-12 * 2.0
+    assert est.diagnostics["spectral_radius"] == pytest.approx(0.5, abs=1e-12)
+    hz = glocal_estimate(h, estimator="horizon", steps_ahead=4)
+    assert abs(float(hz.value) - (2.0 + 3.0 * 0.5**7)) <= 1e-12 * 2.0
+
+
+def test_trivial_fits_are_float64_and_keep_their_fields():
+    """Too few snapshots, and a constant trajectory: rank 0, a NaN residual for the unfitted model, every
+    tensor in float64, the rank rule passed through."""
+    for traj in (torch.ones(2, 3, dtype=torch.float32), torch.full((6, 3), 0.5, dtype=torch.float32)):
+        fit = hankel_dmd(traj, rank_rule="oht")
+        assert fit.rank == 0 and fit.rank_rule == "oht" and fit.q == 3
+        assert fit.U.shape == (3, 0) and fit.last.shape == (0,)
+        for name in ("A", "c", "U", "mean", "singular_values", "last"):
+            assert getattr(fit, name).dtype == F64, name
+    assert math.isnan(hankel_dmd(torch.ones(2, 3), rank_rule="oht").residual)
+
+
+def test_fit_residual_is_the_relative_least_squares_misfit():
+    """A two-mode scalar sequence fitted with one delay: the residual equals the closed-form 1-D regression's,
+    and the estimator reports the fit's residual."""
+    t = torch.arange(1, 13, dtype=F64)
+    h = 1.0 + 0.8**t + 0.3 * (-0.5) ** t
+    x0, x1 = h[:-1] - h[:-1].mean(), h[1:] - h[1:].mean()
+    a = float(x0 @ x1) / float(x0 @ x0)
+    want = float(torch.linalg.norm(x1 - a * x0) / torch.linalg.norm(x1))
+    fit = hankel_dmd(h)
+    assert fit.rank == 1 and want > 0.05
+    assert fit.residual == pytest.approx(want, rel=1e-12)
+    assert float(fit.A[0, 0]) == pytest.approx(a, rel=1e-12)
+    assert glocal_estimate(h).diagnostics["residual"] == fit.residual
+
+
+def test_fixed_point_condition_closed_forms():
+    """max(sigma_max(I - A), 1) / sigma_min(I - A)."""
+    assert fixed_point_condition(torch.tensor([[0.5]], dtype=F64)) == pytest.approx(2.0, rel=1e-15)
+    assert fixed_point_condition(torch.tensor([[-3.0]], dtype=F64)) == pytest.approx(1.0, rel=1e-15)
+    assert fixed_point_condition(torch.diag(torch.tensor([0.5, -2.0], dtype=F64))) == pytest.approx(6.0, rel=1e-15)
+    assert fixed_point_condition(torch.diag(torch.tensor([0.9, 0.2], dtype=F64))) == pytest.approx(10.0, rel=1e-13)
+    assert fixed_point_condition(torch.eye(2, dtype=F64)) == float("inf")
+
+
+def test_shared_rate_fit_of_a_constant_trajectory_has_zero_residual():
+    fit = shared_rate_fit(torch.full((10, 3), -1.5, dtype=F64))
+    assert fit.residual == 0.0 and bool((fit.residuals == 0).all())
+    torch.testing.assert_close(fit.level, torch.full((3,), -1.5, dtype=F64), rtol=1e-15, atol=0)
+    assert bool((fit.amplitude == 0).all())
+
+
+def test_diagnostics_are_complete_on_every_path():
+    """tau on every path; rank 0 when the delay is too long; the robust estimator's one mode, its undefined
+    condition number and kappa = 0 when the window is too short for the backtest; auto's backtest NaN there."""
+    traj = _noisy_modal(3, q=3, tau=20)
+    for estimator in ("limit", "horizon", "robust", "auto", "local"):
+        assert glocal_estimate(traj, estimator=estimator, steps_ahead=5).diagnostics["tau"] == 20, estimator
+    long_delay = glocal_estimate(traj[:2], delay=3)
+    assert long_delay.fallback and long_delay.diagnostics["rank"] == 0 and long_delay.diagnostics["tau"] == 2
+    for estimator in ("robust", "auto"):
+        for x in (traj, traj[:5]) if estimator == "robust" else (traj[:5],):  # auto may choose horizon on traj
+            d = glocal_estimate(x, estimator=estimator, steps_ahead=5).diagnostics
+            assert d["rank"] == 1 and math.isnan(d["condition_number"]), (estimator, d)
+        short = glocal_estimate(traj[:5], estimator=estimator, steps_ahead=5)
+        assert short.fallback and short.diagnostics["kappa"] == 0.0
+    d = glocal_estimate(traj[:5], estimator="auto", steps_ahead=5).diagnostics
+    assert isinstance(d["backtest_horizon"], float) and math.isnan(d["backtest_horizon"])
+
+
+def test_horizon_refuses_to_freeze_growing_modes_without_a_fixed_point():
+    """h_t = t + 1e-3 1.1^t: a growing mode and a double eigenvalue 1 (I - A singular). Horizon clips the
+    growing mode but has no fixed point to freeze it about: it falls back and says so."""
+    t = torch.arange(1, 31, dtype=F64)
+    h = t + 1e-3 * 1.1**t
+    hz = glocal_estimate(h, delay=3, estimator="horizon", steps_ahead=12)
+    assert hz.fallback and hz.reason.startswith("growing modes with an ill-conditioned fit"), hz.reason
+    assert hz.diagnostics["n_clipped"] >= 1 and hz.diagnostics["condition_number"] > 1e8
+    assert float(hz.value) == float(h[-1])
