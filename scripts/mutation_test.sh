@@ -11,6 +11,8 @@
 #   MUTATION_WORKDIR   scratch copy of the checkout (default a fresh temporary folder)
 #   MUTATION_SAMPLE    run every k-th mutant only, a trial at 1/k of the cost: a number for every module, or
 #                      per module, e.g. koopman=2,hypergrad=3,dynamics=3 (a bare number sets the others)
+#   MUTATION_SAMPLE_OFFSET  start the every-k-th sample at this index (default 0): offsets 0..k-1 give
+#                      disjoint samples, e.g. a fresh sample to measure tests written against another
 #   MUTATION_MUTANTS   a file of mutant names, one a line (e.g. a previous run's survivors.txt): run only those
 #   MUTATION_TESTS     test files to run instead of pyproject's selection, space-separated, e.g.
 #                      "tests/test_koopman.py tests/test_hypergrad.py tests/test_dynamics.py"
@@ -64,13 +66,15 @@ for m in "${modules[@]}"; do patterns+=("glocal.$m.*"); done
 
 echo "mutation_test: modules ${modules[*]} in $work -> $out${MUTATION_TESTS:+ (tests: $MUTATION_TESTS)}"
 start=$(date +%s)
-if [ -n "${MUTATION_SAMPLE:-}${MUTATION_MUTANTS:-}" ]; then
+if [ -n "${MUTATION_SAMPLE:-}${MUTATION_MUTANTS:-}${MUTATION_SAMPLE_OFFSET:-}" ]; then
   # generate the mutants and record which tests reach which function (a pattern that names no mutant),
   # then run the chosen mutants of the chosen modules
   mutmut run --max-children "${MUTATION_JOBS:-1}" "glocal.__no_mutant__*" > "$out/stats.log" 2>&1 || true
-  mapfile -t names < <(python3 - "${MUTATION_SAMPLE:-1}" "${MUTATION_MUTANTS:-}" "${modules[@]}" <<'PY'
+  mapfile -t names < <(python3 - "${MUTATION_SAMPLE:-1}" "${MUTATION_MUTANTS:-}" "${MUTATION_SAMPLE_OFFSET:-0}" "${modules[@]}" <<'PY'
 import json, sys
-spec, names_file, modules = sys.argv[1], sys.argv[2], sys.argv[3:]
+spec, names_file, offset, modules = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+if not offset.isdigit():
+    sys.exit(f"mutation_test: MUTATION_SAMPLE_OFFSET={offset!r}: expected an integer >= 0")
 every = {}
 for part in filter(None, spec.split(",")):
     m, _, k = part.rpartition("=")
@@ -80,14 +84,14 @@ for part in filter(None, spec.split(",")):
 wanted = set(open(names_file).read().split()) if names_file else None
 for m in modules:
     keys = sorted(json.load(open(f"mutants/glocal/{m}.py.meta"))["exit_code_by_key"])
-    keys = keys[:: every.get(m, every.get("", 1))]
+    keys = keys[int(offset) :: every.get(m, every.get("", 1))]
     for k in keys:
         if wanted is None or k in wanted:
             print(k)
 PY
 )
   [ ${#names[@]} -gt 0 ] || { echo "mutation_test: no mutant selected" >&2; exit 2; }
-  echo "mutation_test: ${#names[@]} mutants selected (MUTATION_SAMPLE=${MUTATION_SAMPLE:-all}${MUTATION_MUTANTS:+, from $MUTATION_MUTANTS})"
+  echo "mutation_test: ${#names[@]} mutants selected (MUTATION_SAMPLE=${MUTATION_SAMPLE:-all}, offset ${MUTATION_SAMPLE_OFFSET:-0}${MUTATION_MUTANTS:+, from $MUTATION_MUTANTS})"
   mutmut run --max-children "${MUTATION_JOBS:-1}" "${names[@]}" 2>&1 | tail -n 40 | tee "$out/run.log"
 else
   mutmut run --max-children "${MUTATION_JOBS:-1}" "${patterns[@]}" 2>&1 | tail -n 40 | tee "$out/run.log"
