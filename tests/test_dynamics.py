@@ -111,6 +111,9 @@ def test_state_layout(kind, n_buf, n_count):
     assert not torch.equal(s, dyn.init_state(4, dtype=F64))
     p = dyn.params(s)
     assert p["0.weight"].shape == (5, 4) and p["2.bias"].shape == (3,)
+    # the requested dtype, whatever the model's (float64 here): parameters rounded, buffers zero
+    s32 = dyn.init_state(3, dtype=torch.float32)
+    assert s32.dtype == torch.float32 and torch.equal(s32, s.float())
     torch.testing.assert_close(dyn.flatten_params(p), s[: dyn.n_params])
 
 

@@ -287,7 +287,7 @@ def test_steps_that_overwrite_the_state():
 
     closed = torch.stack([W.T @ (W @ phi) for W in batches])
     torch.testing.assert_close(forward_trajectory(step, val, state, phi, batches).h, closed, rtol=1e-12, atol=0)
-    for ckpt in (None, "sqrt", 3, "graph"):
+    for ckpt in (None, 1, "sqrt", 3, "graph"):  # 1: a checkpoint at every step, the same as None
         h = reverse_hypergradient(step, val, state, phi, batches, checkpoint=ckpt).h
         torch.testing.assert_close(h, closed[-1], rtol=1e-12, atol=0)
     for ckpt in (None, "graph"):

@@ -13,7 +13,9 @@ from glocal.koopman import (
     backtest_shrinkage,
     fixed_point_condition,
     glocal_estimate,
+    growing_share,
     hankel_dmd,
+    optimal_hard_threshold_rank,
     shared_rate_fit,
     shared_rate_grid,
     validate_trajectory,
@@ -160,7 +162,7 @@ def test_hankel_dmd_fit_is_exact_and_record_is_jsonable():
 def test_local_estimator_is_last_row():
     H, tau, _, _ = _system_sequence(2, 3, 3, 1)
     est = glocal_estimate(H[:tau], estimator="local")
-    assert torch.equal(est.value, H[tau - 1]) and not est.fallback
+    assert torch.equal(est.value, H[tau - 1]) and est.fallback is False and est.reason is None
 
 
 # ---------------------------------------------------------------------------- robustness
@@ -425,12 +427,42 @@ def test_rank_rules():
     over = hankel_dmd(H, rank_rule="overdetermined")
     assert over.rank == 12 - 3  # r + 1 coefficients per row from tau - 1 = 11 equations, one to spare
     oht = hankel_dmd(H, rank_rule="oht")
-    assert 1 <= oht.rank < full.rank
+    assert 1 <= oht.rank < full.rank and oht.rank_rule == "oht" and over.rank_rule == "overdetermined"
+    # without the constant: r coefficients per row from 11 equations, one to spare; nothing is centred
+    plain = hankel_dmd(H, rank_rule="overdetermined", constant=False)
+    assert plain.rank == 11 - 1 and bool((plain.mean == 0).all()) and bool((plain.c == 0).all())
+    for name in ("A", "c", "U", "mean", "singular_values", "last"):
+        assert getattr(plain, name).dtype == F64, name
     assert hankel_dmd(H, rank=3, rank_rule="overdetermined").rank == 3
     with pytest.raises(ValueError, match="rank_rule"):
         hankel_dmd(H, rank_rule="magic")
     with pytest.raises(ValueError, match="rank"):
         hankel_dmd(H, rank=0)
+    with pytest.raises(ValueError, match="rank"):
+        hankel_dmd(H, rank=True)  # a bool is not a rank
+
+
+def test_optimal_hard_threshold_uses_gavish_donohos_omega():
+    """omega(beta) ~ 0.56 beta^3 - 0.95 beta^2 + 1.82 beta + 1.43 (Gavish & Donoho 2014, eq. 5): 2.86 for a
+    square matrix, 1.834375 for aspect ratio 1/4; the rank counts singular values above omega * median."""
+    ones = [1.0] * 4
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 2.9, 2.8] + ones, dtype=F64), 7, 7) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 2.87, 2.85] + ones, dtype=F64), 7, 7) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 1.84, 1.83] + ones, dtype=F64), 2, 8) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 1.84, 1.83] + ones, dtype=F64), 8, 2) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([1.0, 1.0, 1.0], dtype=F64), 3, 3) == 1  # at least one
+    assert optimal_hard_threshold_rank(torch.zeros(3, dtype=F64), 3, 3) == 0
+
+
+def test_growing_share_is_zero_without_growing_modes_and_one_when_only_they_move():
+    fit = hankel_dmd(_noisy_modal(0))
+    assert fit.rank > 0 and float(fit.eigenvalues.abs().max()) < 1
+    assert growing_share(fit, torch.zeros(fit.rank, dtype=F64)) == 0.0
+    t = torch.arange(1, 21, dtype=F64)
+    grow = hankel_dmd(2.0 + 1e-3 * 1.2**t)  # one growing mode and the constant
+    assert grow.rank == 1 and float(grow.eigenvalues.abs().max()) == pytest.approx(1.2, rel=1e-10)
+    ystar = torch.linalg.solve(torch.eye(1, dtype=F64) - grow.A, grow.c)
+    assert growing_share(grow, ystar) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_agrees_with_pydmd_dmdc_with_a_constant_input():
@@ -501,6 +533,8 @@ def test_robust_estimate_is_exact_when_kappa_is_one():
     assert not est.fallback, est.reason
     assert d["kappa_raw"] > 1 and d["kappa"] == 1.0
     assert d["rate"] == lam and d["spectral_radius"] == lam and d["residual"] <= 1e-7
+    assert d["timescale"] == pytest.approx(1.0 / (1.0 - lam), rel=1e-12)
+    assert d["eigenvalues"].dtype == torch.complex128 and d["eigenvalues"].tolist() == [complex(lam, 0)]
     assert _rel(est.value, H[tau - 1 + n]) <= 1e-10
     assert _rel(H[tau - 1], H[tau - 1 + n]) > 0.1  # the local hypergradient is far off
 
@@ -654,6 +688,10 @@ def test_non_finite_message_lists_five_locations_and_counts_the_rest():
         validate_trajectory(traj)
     msg = str(err.value)
     assert msg.startswith("trajectory has 7 non-finite") and msg.count("(step") == 5 and msg.endswith("and 2 more")
+    traj[1:3, 2] = 0.0  # exactly 5: all listed, nothing more
+    with pytest.raises(ValueError) as err:
+        validate_trajectory(traj)
+    assert str(err.value).count("(step") == 5 and str(err.value).endswith("(step 7, coordinate 2)")
 
 
 def test_energy_rank_is_the_fewest_modes_holding_the_fraction():
@@ -724,6 +762,16 @@ def test_shared_rate_fit_of_a_constant_trajectory_has_zero_residual():
     assert fit.residual == 0.0 and bool((fit.residuals == 0).all())
     torch.testing.assert_close(fit.level, torch.full((3,), -1.5, dtype=F64), rtol=1e-15, atol=0)
     assert bool((fit.amplitude == 0).all())
+    with pytest.raises(ValueError, match="n_rates"):
+        shared_rate_grid(10, n_rates=True)  # a bool is not a count
+
+
+def test_backtest_shrinkage_reads_any_floating_dtype():
+    """kappa = clip(<d_m, d_r> / ||d_m||^2, 0, 1): here 10 / 5 = 2, clipped to 1; the same in float32 and float16."""
+    dm = torch.tensor([1.0, 2.0], dtype=F64)
+    for dt in (F64, torch.float32, torch.float16):
+        assert backtest_shrinkage(dm, torch.tensor([2.0, 4.0], dtype=dt)) == (1.0, 2.0)
+        assert backtest_shrinkage(dm.to(dt), torch.tensor([0.5, 0.0], dtype=F64)) == (0.1, 0.1)
 
 
 def test_diagnostics_are_complete_on_every_path():
@@ -731,7 +779,22 @@ def test_diagnostics_are_complete_on_every_path():
     condition number and kappa = 0 when the window is too short for the backtest; auto's backtest NaN there."""
     traj = _noisy_modal(3, q=3, tau=20)
     for estimator in ("limit", "horizon", "robust", "auto", "local"):
-        assert glocal_estimate(traj, estimator=estimator, steps_ahead=5).diagnostics["tau"] == 20, estimator
+        for x in (traj, traj[:2], torch.full((12, 3), 2.5, dtype=F64)):  # fitted, too short, constant
+            est = glocal_estimate(x, estimator=estimator, steps_ahead=5)
+            d = est.diagnostics
+            assert d["tau"] == x.shape[0] and d["degenerate"] is False and d["growing"] is False, (estimator, d)
+            assert d["eigenvalues"].dtype == torch.complex128, (estimator, d)
+            assert isinstance(est.fallback, bool)
+            if estimator != "local":
+                assert "condition_number" in d and "residual" in d, (estimator, d)
+    # the robust diagnostics have the same keys whether or not the window allows the backtest
+    assert set(glocal_estimate(traj[:5], estimator="robust", steps_ahead=5).diagnostics) == set(
+        glocal_estimate(traj, estimator="robust", steps_ahead=5).diagnostics)
+    # tau = 6: the shortest window with a backtest (its first half has 3 rows)
+    d6 = glocal_estimate(traj[:6], estimator="auto", steps_ahead=5).diagnostics
+    assert math.isfinite(d6["backtest_horizon"]) and d6["backtest_horizon_fallback"] in (True, False)
+    assert glocal_estimate(torch.full((12, 3), 2.5, dtype=F64), estimator="robust", steps_ahead=5).diagnostics[
+        "constant"] is True
     long_delay = glocal_estimate(traj[:2], delay=3)
     assert long_delay.fallback and long_delay.diagnostics["rank"] == 0 and long_delay.diagnostics["tau"] == 2
     for estimator in ("robust", "auto"):
@@ -753,3 +816,14 @@ def test_horizon_refuses_to_freeze_growing_modes_without_a_fixed_point():
     assert hz.fallback and hz.reason.startswith("growing modes with an ill-conditioned fit"), hz.reason
     assert hz.diagnostics["n_clipped"] >= 1 and hz.diagnostics["condition_number"] > 1e8
     assert float(hz.value) == float(h[-1])
+
+
+def test_record_reports_reason_and_the_float64_norm():
+    """to_record: the reason as given, and the norm of the value computed in float64 (not in bfloat16)."""
+    H = _noisy_modal(2)
+    est = glocal_estimate(H.to(torch.bfloat16), estimator="horizon", steps_ahead=30)
+    rec = est.to_record()
+    assert rec["norm"] == float(torch.linalg.norm(est.value.double()))
+    t = torch.arange(1, 11, dtype=F64)
+    guarded = glocal_estimate((1.0 - 0.999**t)[:, None] * torch.tensor([1.0, 2.0], dtype=F64))
+    assert guarded.fallback and guarded.to_record()["reason"] == guarded.reason and "exceeds" in guarded.reason
