@@ -727,7 +727,7 @@ def test_trivial_fits_are_float64_and_keep_their_fields():
     for traj in (torch.ones(2, 3, dtype=torch.float32), torch.full((6, 3), 0.5, dtype=torch.float32)):
         fit = hankel_dmd(traj, rank_rule="oht")
         assert fit.rank == 0 and fit.rank_rule == "oht" and fit.q == 3
-        assert fit.U.shape == (3, 0) and fit.last.shape == (0,)
+        assert fit.U.shape == (3, 0) and fit.last.shape == (0,) and fit.A.shape == (0, 0) and fit.c.shape == (0,)
         for name in ("A", "c", "U", "mean", "singular_values", "last"):
             assert getattr(fit, name).dtype == F64, name
     assert math.isnan(hankel_dmd(torch.ones(2, 3), rank_rule="oht").residual)
