@@ -97,7 +97,7 @@ def test_dynamics_configuration_errors():
     with pytest.raises(ValueError, match="param_groups"):
         TrainingDynamics(model, OptimizerConfig(), HyperSpace([]), param_groups="neuron")
     dyn = TrainingDynamics(model, OptimizerConfig(), HyperSpace([HyperBlock("lr")]), param_groups="all")
-    assert dyn.n_groups == 1
+    assert dyn.n_groups == 1 and dyn.group_names == ["all"]
 
 
 @pytest.mark.parametrize("kind,n_buf,n_count", [("sgd", 0, 0), ("momentum", 1, 0), ("nesterov", 1, 0), ("adam", 2, 1)])

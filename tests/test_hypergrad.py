@@ -14,6 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from glocal.dynamics import Batch, HyperBlock, HyperSpace, OptimizerConfig, TrainingDynamics
 from glocal.hypergrad import (
+    finite_difference_hypergradient,
     forward_trajectory,
     reverse_hypergradient,
     reverse_window_hypergradients,
@@ -227,7 +228,7 @@ def test_theta0_window_matches(problem_factory, fd_check):
 def test_engines_reject_bad_inputs(problem_factory):
     pb = problem_factory("logreg", "sgd", pretrain=0, window=3)
     dyn, phi, s, batches, val_fn = pb.dyn, pb.phi, pb.state_s, pb.batches, pb.val_fn
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="^batches is empty"):
         forward_trajectory(dyn.step, val_fn, s, phi, [])
     with pytest.raises(ValueError, match="1-D"):
         reverse_hypergradient(dyn.step, val_fn, s[None], phi, batches)
@@ -293,6 +294,32 @@ def test_steps_that_overwrite_the_state():
     for ckpt in (None, "graph"):
         h = reverse_window_hypergradients(step, val, state, phi, batches, checkpoint=ckpt).h
         torch.testing.assert_close(h, closed, rtol=1e-12, atol=0)
+
+
+def test_finite_differences_and_a_meta_objective_of_phi_alone():
+    """state_{t+1} = a s + phi (a scalar state, q = 1), val = phi s_T + phi^2 / 2, T = 3 steps from s_0:
+    s_T = a^3 s_0 + (1 + a + a^2) phi, so dval/dphi = s_T + phi (1 + a + a^2) + phi exactly; the meta
+    objective's state gradient is phi (never None), and central differences of this quadratic are exact up
+    to round-off."""
+    a, s0, phi = 0.7, torch.tensor([0.4], dtype=torch.float64), torch.tensor([-1.3], dtype=torch.float64)
+
+    def step(s, p, batch):
+        return a * s + p
+
+    def val(s, p):
+        return (p * s).sum() + 0.5 * (p * p).sum()
+
+    geo = 1 + a + a * a
+    sT = a**3 * s0 + geo * phi
+    closed = sT + phi * geo + phi
+    fd = finite_difference_hypergradient(step, val, s0, phi, [None] * 3)
+    torch.testing.assert_close(fd, closed, rtol=1e-9, atol=0)
+    torch.testing.assert_close(forward_trajectory(step, val, s0, phi, [None] * 3).h[-1], closed, rtol=1e-12, atol=0)
+    torch.testing.assert_close(reverse_hypergradient(step, val, s0, phi, [None] * 3).h, closed, rtol=1e-12, atol=0)
+    # a meta objective of phi alone: d val / d state is None for autograd, and h = dval/dphi = 2 phi
+    only_phi = reverse_window_hypergradients(step, lambda s, p: (p * p).sum(), s0, phi, [None] * 3)
+    torch.testing.assert_close(only_phi.h, (2 * phi).expand(3, 1), rtol=1e-15, atol=0)
+    assert bool(torch.isnan(finite_difference_hypergradient(step, val, s0, phi, [None] * 3, indices=[])).all())
 
 
 def test_graph_mode_zero_when_the_meta_objective_depends_on_other_leaves():

@@ -298,6 +298,12 @@ def test_wrong_shape_and_arguments_raise():
     with pytest.raises(ValueError, match="energy"):
         hankel_dmd(torch.rand(8, 2, dtype=F64), energy=1.5)
     assert validate_trajectory([1.0, 2.0, 3.0]).shape == (3, 1)
+    with pytest.raises(ValueError, match="boolean"):
+        validate_trajectory(torch.ones(4, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="tau >= 1"):
+        validate_trajectory(torch.zeros(0, 3, dtype=F64))
+    with pytest.raises(ValueError, match="q >= 1"):
+        validate_trajectory(torch.zeros(3, 0, dtype=F64))
 
 
 # ---------------------------------------------------------------------------- scale, precision, collapse
@@ -452,6 +458,8 @@ def test_optimal_hard_threshold_uses_gavish_donohos_omega():
     assert optimal_hard_threshold_rank(torch.tensor([10.0, 1.84, 1.83] + ones, dtype=F64), 8, 2) == 2
     assert optimal_hard_threshold_rank(torch.tensor([1.0, 1.0, 1.0], dtype=F64), 3, 3) == 1  # at least one
     assert optimal_hard_threshold_rank(torch.zeros(3, dtype=F64), 3, 3) == 0
+    assert optimal_hard_threshold_rank(torch.tensor([3.0], dtype=F64), 1, 5) == 1  # one nonzero value: kept
+    assert optimal_hard_threshold_rank(torch.zeros(0, dtype=F64), 0, 5) == 0
 
 
 def test_growing_share_is_zero_without_growing_modes_and_one_when_only_they_move():
@@ -627,6 +635,7 @@ def test_robust_and_auto_are_finite_and_guarded(estimator):
     slow = (1.0 - 0.9**t) * torch.tensor([1.0, 2.0], dtype=F64)  # level 1.04x the largest observed norm
     est = glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.0)
     assert est.fallback and "exceeds" in est.reason and torch.equal(est.value, slow[-1])
+    assert est.diagnostics["backtest_reason"].startswith("shared-rate forecast norm")  # the first half's, guarded too
     assert not glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.1).fallback
     rec = glocal_estimate(_noisy_modal(1), estimator=estimator, steps_ahead=20).to_record()
     text = json.dumps(rec)
@@ -650,6 +659,7 @@ def test_auto_picks_horizon_on_an_exact_modal_system():
     assert torch.equal(auto.value, hz.value) and auto.fallback == hz.fallback
     assert _rel(auto.value, H[tau - 1 + n]) <= 1e-8
     assert d["kappa"] >= 0 and "rate" in d  # the robust diagnostics are kept
+    assert d["robust_fallback"] is False and d["robust_residual"] >= 0 and d["residual"] == hz.diagnostics["residual"]
 
 
 def test_auto_picks_robust_on_a_noisy_shared_rate_trajectory():
@@ -726,7 +736,7 @@ def test_trivial_fits_are_float64_and_keep_their_fields():
     tensor in float64, the rank rule passed through."""
     for traj in (torch.ones(2, 3, dtype=torch.float32), torch.full((6, 3), 0.5, dtype=torch.float32)):
         fit = hankel_dmd(traj, rank_rule="oht")
-        assert fit.rank == 0 and fit.rank_rule == "oht" and fit.q == 3
+        assert fit.rank == 0 and fit.rank_rule == "oht" and fit.q == 3 and fit.delay == 1
         assert fit.U.shape == (3, 0) and fit.last.shape == (0,) and fit.A.shape == (0, 0) and fit.c.shape == (0,)
         for name in ("A", "c", "U", "mean", "singular_values", "last"):
             assert getattr(fit, name).dtype == F64, name
@@ -795,12 +805,13 @@ def test_diagnostics_are_complete_on_every_path():
     assert math.isfinite(d6["backtest_horizon"]) and d6["backtest_horizon_fallback"] in (True, False)
     assert glocal_estimate(torch.full((12, 3), 2.5, dtype=F64), estimator="robust", steps_ahead=5).diagnostics[
         "constant"] is True
+    assert glocal_estimate(traj).diagnostics["scale"] == float(torch.linalg.norm(traj, dim=1).max())
     long_delay = glocal_estimate(traj[:2], delay=3)
     assert long_delay.fallback and long_delay.diagnostics["rank"] == 0 and long_delay.diagnostics["tau"] == 2
     for estimator in ("robust", "auto"):
         for x in (traj, traj[:5]) if estimator == "robust" else (traj[:5],):  # auto may choose horizon on traj
             d = glocal_estimate(x, estimator=estimator, steps_ahead=5).diagnostics
-            assert d["rank"] == 1 and math.isnan(d["condition_number"]), (estimator, d)
+            assert d["rank"] == 1 and d["delay"] == 1 and math.isnan(d["condition_number"]), (estimator, d)
         short = glocal_estimate(traj[:5], estimator=estimator, steps_ahead=5)
         assert short.fallback and short.diagnostics["kappa"] == 0.0
     d = glocal_estimate(traj[:5], estimator="auto", steps_ahead=5).diagnostics
@@ -827,3 +838,28 @@ def test_record_reports_reason_and_the_float64_norm():
     t = torch.arange(1, 11, dtype=F64)
     guarded = glocal_estimate((1.0 - 0.999**t)[:, None] * torch.tensor([1.0, 2.0], dtype=F64))
     assert guarded.fallback and guarded.to_record()["reason"] == guarded.reason and "exceeds" in guarded.reason
+
+
+def test_fit_options_reach_every_fit():
+    """rtol reaches the fit of limit and horizon; auto's first-half horizon backtest uses the same options."""
+    H = _noisy_modal(6, q=5, tau=30)
+    cut = hankel_dmd(H, rtol=1e-2).rank
+    assert cut < hankel_dmd(H).rank
+    for estimator in ("limit", "horizon"):
+        assert glocal_estimate(H, estimator=estimator, rtol=1e-2, steps_ahead=5).diagnostics["rank"] == cut
+    tb = H.shape[0] // 2
+    for opts in ({"rank": 1}, {"delay": 2}, {"rtol": 1e-2}):
+        d = glocal_estimate(H, estimator="auto", steps_ahead=5, **opts).diagnostics
+        half = glocal_estimate(H[:tb], estimator="horizon", steps_ahead=H.shape[0] - tb, **opts)
+        assert d["backtest_horizon"] == float(torch.linalg.norm(half.value - H[-1])), opts
+        plain = glocal_estimate(H[:tb], estimator="horizon", steps_ahead=H.shape[0] - tb)
+        assert not torch.equal(half.value, plain.value), opts  # the option matters here
+
+
+def test_direction_is_the_linear_part_of_point():
+    """point(y + v) - point(y) = direction(v): the map from coordinates back to a hypergradient is affine."""
+    fit = hankel_dmd(_noisy_modal(4, q=3), delay=2)
+    g = torch.Generator().manual_seed(0)
+    y, v = torch.randn(fit.rank, generator=g, dtype=F64), torch.randn(fit.rank, generator=g, dtype=F64)
+    torch.testing.assert_close(fit.point(y + v) - fit.point(y), fit.direction(v), rtol=1e-12, atol=1e-15)
+    assert fit.direction(v).shape == (3,)
