@@ -48,6 +48,9 @@ VOCABULARY: dict[str, str] = {
     "momentum": r"momentum",
     "peak memory": r"memory",
     "diagonal": r"diagonal",
+    "expected loss": r"expected (final )?loss",
+    "optimum": r"\boptim(um|a)\b",
+    "tuning horizon": r"tuning horizon",
     "paired difference": r"paired difference",
     "95% interval": r"95 ?% (confidence )?interval|interval 95",
 }
@@ -170,14 +173,35 @@ FIGURES: list[Figure] = [
            "that none hides another). Mean over seeds, bars and bands min-max. Lower-left is better: "
            "gradient-based HPO against black-box search at equal budget.",
            ("validation loss", "test loss", "training runs", "wall time", "trial")),
+    Figure("nqm_learned_lr", "figures.nqm_lr", "The noisy quadratic model: learned learning rate and loss",
+           "One row per task of kind nqm (its mode: expected or sampled). Left: the effective learning rate "
+           "lr / (1 - momentum) of the schedule each strategy trained with against the training step (mean over "
+           "seeds, log scale; global: its last run, random and TPE dashed: the run they selected), with the optimum of "
+           "the task's answer key: the best constant learning rate (black dashed) and the best K-phase schedule "
+           "(black dotted). Right: the final expected loss of that schedule over the constant optimum's against "
+           "the wall time the strategy spent (log-log; mean over seeds, bars min-max; in sampled mode the expected "
+           "loss of the schedule the run chose, not its noisy realized loss), with the schedule optimum (dotted) "
+           "and the goal, 10% above the optimum (gray dash-dot). Lower-left is better.",
+           ("learning rate", "momentum", "training step", "expected loss", "optimum", "wall time")),
+    Figure("nqm_short_horizon_bias", "figures.nqm_bias", "The noisy quadratic model: short-horizon bias",
+           "One row per task of kind nqm, at the momentum named in the titles (Wu et al. 2018). Left: the "
+           "learning rate that tuning with a tuning horizon of tau steps selects (log-log): the constant rate "
+           "minimizing the expected loss after tau steps from theta_0, and the first and last window's rate of the "
+           "greedy schedule (every window of tau steps takes the rate minimizing the expected loss at its end: the "
+           "ideal local tuner), against the long-horizon optimum (black dashed). Middle: the greedy schedules over "
+           "the training step, one colour per tau (dark: short). Right: the final expected loss of training all T "
+           "steps with them over the optimum's. Short horizons pick rates that decay far too fast.",
+           ("learning rate", "tuning horizon", "optimum", "training step", "expected loss", "momentum")),
 ]
 
 #: the tables under results/tables/
 TABLES: list[Table] = [
     Table("summary.md / .csv / .html", "summary.csv",
           "Per task x strategy: seeds found/expected, diverged runs, full training runs, final validation loss, "
-          "test loss and accuracy, AUC (reweight), wall time and peak memory, mean ± std (sample std) over seeds.",
-          ("training runs", "validation loss", "test loss", "accuracy", "AUC", "wall time", "peak memory"),
+          "test loss and accuracy, AUC (reweight), wall time and peak memory, mean ± std (sample std) over seeds; "
+          "for the glocal strategies the fit health summed over seeds (window fits that fell back to local, by "
+          "reason, and collapsed fits).",
+          ("training runs", "validation loss", "test loss", "accuracy", "AUC", "wall time", "peak memory", "fallback"),
           "table_summary"),
     Table("paired.md / .csv / .html", "paired.csv",
           "Per task: glocal (and each glocal variant) against local at the same window, global and hypergradient "
@@ -199,17 +223,38 @@ TABLES: list[Table] = [
           "The theory checks of `glocal theory` per check: cases passed/failed, the worst measured value and its "
           "bound (see docs/theory.md).",
           ("bound",), "table_theory"),
+    Table("nqm.md / .csv / .html", "nqm.csv",
+          "The noisy quadratic model, per task (mode) x strategy: the expected final loss of the schedule each "
+          "run trained with over the optimum of the answer key (the best constant learning rate and the best "
+          "K-phase schedule), the learned effective learning rate lr / (1 - momentum) (mean over training and "
+          "final), CPU time, wall time and training steps relative to global, and for glocal the fraction of "
+          "window fits that fell back to local and the median cosine similarity of its estimates to the local "
+          "hypergradient; mean ± std over seeds, and per glocal strategy whether it lands within 10% of the "
+          "optimum at no more than 1/5 of global's CPU time.",
+          ("expected loss", "optimum", "learning rate", "momentum", "wall time", "training step", "fallback",
+           "cosine similarity"),
+          "table_nqm"),
 ]
 
 
-def figure_names(tasks: list[str], include_reweight: bool | None = None) -> list[str]:
-    """The concrete figure names for the given tasks (reweight_weights only with a reweight task)."""
+#: figures drawn only when a task of kind nqm is enabled
+NQM_FIGURES = ("nqm_learned_lr", "nqm_short_horizon_bias")
+
+
+def figure_names(tasks: list[str], include_reweight: bool | None = None, nqm_tasks: list[str] | None = None
+                 ) -> list[str]:
+    """The concrete figure names for the given tasks (reweight_weights only with a reweight task; the NQM
+    figures only with a task of kind nqm among ``nqm_tasks``, by default the tasks named nqm or nqm_*)."""
+    if nqm_tasks is None:
+        nqm_tasks = [t for t in tasks if t == "nqm" or t.startswith("nqm_")]
     names: list[str] = []
     for f in FIGURES:
         if "{task}" in f.pattern:
             names += [f.pattern.format(task=t) for t in tasks]
         elif f.pattern == "reweight_weights" and not (include_reweight if include_reweight is not None
                                                        else "reweight" in tasks):
+            continue
+        elif f.pattern in NQM_FIGURES and not any(t in tasks for t in nqm_tasks):
             continue
         else:
             names.append(f.pattern)
@@ -232,14 +277,15 @@ def guide(name: str) -> tuple[str, str]:
     return f.title, f.guide
 
 
-def markdown(tasks: list[str] | None = None, figures_dir: str = "figures", tables_dir: str = "tables") -> str:
+def markdown(tasks: list[str] | None = None, figures_dir: str = "figures", tables_dir: str = "tables",
+             nqm_tasks: list[str] | None = None) -> str:
     """The figure and table list as Markdown (docs/figures.md's list, results/README.md)."""
     lines = ["## Figures", "", f"Each figure is `{figures_dir}/<name>.png` (300 dpi) and `.pdf`.", ""]
     if tasks is None:
         for f in FIGURES:
             lines.append(f"* **`{f.pattern}`** — {f.title} (`{f.module}`). {f.guide}")
     else:
-        for name in figure_names(tasks):
+        for name in figure_names(tasks, nqm_tasks=nqm_tasks):
             title, text = guide(name)
             lines.append(f"* [`{name}`]({figures_dir}/{name}.png) — **{title}**. {text}")
     lines += ["", "## Tables", ""]

@@ -1,8 +1,9 @@
 """``glocal figures --config FILE --results results --out results/figures``: every figure (PNG + PDF).
 
 Layout read: results/runs/{task}/{strategy}/seed{seed}/, results/extract/{task}/, results/analysis/,
-results/theory/, results/bench/cost.csv. A figure whose inputs are missing is still written, saying so;
-a figure that fails to draw is replaced by one showing the error and the exit status becomes 1.
+results/theory/, results/bench/cost.csv, results/nqm/{task}/ (tasks of kind nqm). A figure whose inputs are
+missing is still written, saying so; a figure that fails to draw is replaced by one showing the error and the exit
+status becomes 1.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from figures import catalog, style
-from figures.io import expected_seeds, load_runs, read_csv, select_runs
+from figures.io import expected_seeds, load_runs, read_csv, read_json, select_runs
 
 RUNS_HELP = ("run indexes (results/runs/{task}/index.json, written by the workflow): read exactly these runs; "
              "default: the runs the --config asks for (tasks x strategies x seeds), or without --config every "
@@ -48,6 +49,14 @@ def tasks_of(config: dict[str, Any], runs: dict, results: Path) -> list[str]:
     return sorted(found)
 
 
+def nqm_tasks_of(config: dict[str, Any], runs: dict, tasks: list[str]) -> list[str]:
+    """The tasks of kind nqm among ``tasks``: by the config's kinds, else by their runs' summaries."""
+    if config.get("tasks"):
+        return [t for t in tasks if ((config["tasks"].get(t) or {}).get("kind") or t) == "nqm"]
+    return [t for t in tasks if any(r.summary.get("task_kind") == "nqm" or r.summary.get("nqm")
+                                    for by_seed in runs.get(t, {}).values() for r in by_seed.values())]
+
+
 def _error_figure(name: str, out: Path, exc: BaseException) -> None:
     fig, axes = style.subplots(1, 1, w=5, h=2.5)
     style.empty(axes[0, 0], f"figure {name} failed:\n{type(exc).__name__}: {str(exc)[:200]}")
@@ -57,12 +66,24 @@ def _error_figure(name: str, out: Path, exc: BaseException) -> None:
 def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
                only: list[str] | None = None, run_indexes: list[str] | None = None) -> dict[str, Any]:
     """Draw every figure; {name: returned data or the exception}. Runs read: ``select_runs``."""
-    from figures import baselines, cost, error_vs_tau, hpo_curves, hyper_trajectories, reweight, spectra, theory
+    from figures import (
+        baselines,
+        cost,
+        error_vs_tau,
+        hpo_curves,
+        hyper_trajectories,
+        nqm_bias,
+        nqm_lr,
+        reweight,
+        spectra,
+        theory,
+    )
 
     config = config or {}
     runs = load_runs(results, select_runs(results, config, run_indexes))
     tasks = tasks_of(config, runs, results)
-    names = catalog.figure_names(tasks)
+    nqm = nqm_tasks_of(config, runs, tasks)
+    names = catalog.figure_names(tasks, nqm_tasks=nqm)
     if only:
         names = [n for n in names if n in only]
     done: dict[str, Any] = {}
@@ -78,7 +99,7 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
 
     for task in tasks:
         tr = runs.get(task, {})
-        seeds = expected_seeds(tr, config)
+        seeds = expected_seeds(tr, config, task)
         strategies = list(strat_cfg or tr)
         if f"hpo_curves_{task}" in names:
             draw(f"hpo_curves_{task}", hpo_curves.plot_hpo_curves,
@@ -91,7 +112,7 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     if "reweight_weights" in names:
         tr = runs.get("reweight", {})
         draw("reweight_weights", lambda: reweight.plot_reweight_weights(
-            tr, out / "reweight_weights", expected_seeds(tr, config)))
+            tr, out / "reweight_weights", expected_seeds(tr, config, "reweight")))
     if "error_vs_tau" in names:
         draw("error_vs_tau", lambda: error_vs_tau.plot_error_vs_tau(
             [r for r in read_csv(results / "analysis" / "error_vs_tau.csv") if r.get("task") in tasks],
@@ -113,6 +134,14 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
     if "cost" in names:
         bench = read_csv(results / "bench" / "cost.csv")
         draw("cost", lambda: cost.plot_cost(bench, out / "cost", {t: runs.get(t, {}) for t in tasks}))
+    if "nqm_learned_lr" in names:
+        draw("nqm_learned_lr", lambda: nqm_lr.plot_nqm_learned_lr(
+            {t: runs.get(t, {}) for t in nqm}, nqm, out / "nqm_learned_lr",
+            {t: expected_seeds(runs.get(t, {}), config, t) for t in nqm}, strat_cfg))
+    if "nqm_short_horizon_bias" in names:
+        draw("nqm_short_horizon_bias", lambda: nqm_bias.plot_nqm_short_horizon_bias(
+            {t: read_json(results / "nqm" / t / "short_horizon_bias.json") for t in nqm}, nqm,
+            out / "nqm_short_horizon_bias"))
     th = [n for n in theory.NAMES if n in names]
     if th:
         try:

@@ -141,7 +141,7 @@ def config_runs(results: str | Path, config: dict[str, Any]) -> list[RunRef]:
     root = Path(results) / "runs"
     tasks = [t for t, c in (config.get("tasks") or {}).items() if (c or {}).get("enabled", True)]
     return [(t, s, int(n), root / t / s / f"seed{n}") for t in tasks for s in config.get("strategies") or []
-            for n in config.get("seeds") or []]
+            for n in task_seeds(config, t)]
 
 
 def index_runs(paths: list[str | Path]) -> list[RunRef]:
@@ -184,8 +184,17 @@ def select_runs(results: str | Path, config: dict[str, Any] | None = None,
     return None
 
 
-def expected_seeds(runs: dict[str, dict[int, Run]], config: dict[str, Any] | None = None) -> list[int]:
-    """Seeds every strategy of a task should have: the config's, else the union of those found."""
+def task_seeds(config: dict[str, Any], task: str | None) -> list[int]:
+    """The seeds a config runs a task with: the task's own ``seeds`` (NQM tasks may set them), else the
+    top-level ``seeds``."""
+    own = ((config.get("tasks") or {}).get(task) or {}).get("seeds") if task is not None else None
+    return [int(s) for s in (own or config.get("seeds") or [])]
+
+
+def expected_seeds(runs: dict[str, dict[int, Run]], config: dict[str, Any] | None = None,
+                   task: str | None = None) -> list[int]:
+    """Seeds every strategy of a task should have: the config's (the task's own if it sets them), else the
+    union of those found."""
     if config and config.get("seeds") is not None:
-        return sorted(int(s) for s in config["seeds"])
+        return sorted(task_seeds(config, task))
     return sorted({s for by_seed in runs.values() for s in by_seed})

@@ -1,6 +1,7 @@
 """``glocal tables --results results --out results/tables``: summary.md/.csv (final metrics, wall time and
 peak memory, mean +- std over seeds, per task x strategy), theory.md/.csv, error_vs_tau.md/.csv, budget.md/.csv
-(gradient strategies against black-box search at equal runs and equal wall time), each .md also as .html (for
+(gradient strategies against black-box search at equal runs and equal wall time), nqm.md/.csv (the noisy
+quadratic model's strategies against its answer key, figures.nqm_table), each .md also as .html (for
 the report), and results/README.md.
 The runs read are those of the run indexes (--runs) or of the config (figures.io.select_runs)."""
 
@@ -21,13 +22,15 @@ METRICS = ["val_loss", "test_loss", "val_acc", "test_acc"]
 SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_seeds", "n_diverged",
                    "n_training_runs"]
                   + [f"{m}_{s}" for m in METRICS + ["auc", "wall_time"] for s in ("mean", "std")]
-                  + ["wall_time_per_update_mean", "peak_memory_mb_mean", "peak_memory_mb_std", "engine"])
+                  + ["wall_time_per_update_mean", "peak_memory_mb_mean", "peak_memory_mb_std", "engine"]
+                  + ["fit_windows", "fit_fallbacks", "fit_fallbacks_by_reason", "fit_degenerate", "fit_growing",
+                     "fit_median_rank", "fit_median_spectral_radius"])
 
 
 #: the Markdown tables also written as HTML pages (for the report): name -> page title
 HTML_TABLES = {"summary": "Summary", "paired": "Paired differences", "budget": "Equal budgets",
-               "error_vs_tau": "Error against prefix length",
-               "theory": "Theory checks"}
+               "error_vs_tau": "Error against prefix length", "theory": "Theory checks",
+               "nqm": "The noisy quadratic model"}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -53,7 +56,7 @@ def summary_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, A
     run's losses, are left out of the mean and counted in n_diverged)."""
     rows = []
     for task in sorted(runs):
-        seeds = expected_seeds(runs[task], config)
+        seeds = expected_seeds(runs[task], config, task)
         for strat in style.order(runs[task]):
             by_seed = runs[task][strat]
             rs = [by_seed[s] for s in sorted(by_seed)]
@@ -75,8 +78,43 @@ def summary_rows(runs: dict[str, dict[str, dict[int, Run]]], config: dict[str, A
             row["peak_memory_mb_mean"], row["peak_memory_mb_std"], _ = mean_std(
                 [to_float(r.summary.get("peak_memory_mb")) for r in rs])
             row["engine"] = " ".join(sorted({str(r.summary.get("engine")) for r in rs if r.summary.get("engine")}))
+            row.update(fit_health_totals([r.summary.get("fit_health") for r in rs]))
             rows.append(row)
     return rows
+
+
+def fit_health_totals(healths: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The glocal fit health of a strategy's runs, summed over seeds (windows, fallbacks and their
+    reasons, degenerate and growing fits) with the median over seeds of each run's median rank and
+    spectral radius; empty strings for strategies that fit nothing (no ``fit_health`` in summary.json)."""
+    hs = [h for h in healths if isinstance(h, dict) and h.get("windows")]
+    if not hs:
+        return {k: "" for k in SUMMARY_FIELDS if k.startswith("fit_")}
+    reasons: dict[str, int] = {}
+    for h in hs:
+        for k, n in (h.get("fallbacks_by_reason") or {}).items():
+            reasons[k] = reasons.get(k, 0) + int(n)
+
+    def median_of(key):
+        xs = sorted(to_float(h.get(key)) for h in hs)
+        xs = [x for x in xs if math.isfinite(x)]
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2 if xs else math.nan
+
+    return {"fit_windows": sum(int(h["windows"]) for h in hs),
+            "fit_fallbacks": sum(int(h.get("fallbacks") or 0) for h in hs),
+            "fit_fallbacks_by_reason": " ".join(f"{k}={n}" for k, n in sorted(reasons.items())),
+            "fit_degenerate": sum(int(h.get("degenerate") or 0) for h in hs),
+            "fit_growing": sum(int(h.get("growing") or 0) for h in hs),
+            "fit_median_rank": median_of("median_rank"),
+            "fit_median_spectral_radius": median_of("median_spectral_radius")}
+
+
+def fit_health_cell(r: dict[str, Any]) -> str:
+    """'fallbacks/windows (reason=n ...), degenerate d' for a strategy that fits, '-' otherwise."""
+    if not r.get("fit_windows"):
+        return "-"
+    why = f" ({r['fit_fallbacks_by_reason']})" if r["fit_fallbacks_by_reason"] else ""
+    return f"{r['fit_fallbacks']}/{r['fit_windows']}{why}; degenerate {r['fit_degenerate']}"
 
 
 def pm(mean: float, std: float, digits: int = 4) -> str:
@@ -89,12 +127,17 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
     out = ["# Summary: final metrics per task and strategy", "",
            "Mean ± sample standard deviation over seeds (final values after the last step; for random/tpe the "
            "best trial; a single seed shows no ±). `runs` = full training runs used; `wall time` = whole run "
-           "(s); `memory` = peak memory of the run (MB); diverged runs are counted and left out of the means.", ""]
+           "(s); `memory` = peak memory of the run (MB); diverged runs are counted and left out of the means. "
+           "`fit fallbacks` (glocal strategies): windows whose Koopman fit fell back to the local hypergradient, "
+           "of all windows of all seeds, by reason (growing: spectral radius above 1 in too large a share of "
+           "the modes; cond, norm: the limit's guards), and fits that collapsed (every eigenvalue ~0).", ""]
     for task in sorted({r["task"] for r in rows}):
         rs = [r for r in rows if r["task"] == task]
         has_auc = any(math.isfinite(r["auc_mean"]) for r in rs)
         head = ["strategy", "seeds", "runs", "val loss", "test loss", "test acc"] + (["AUC"] if has_auc else []) \
             + ["wall time (s)", "s / update", "memory (MB)", "diverged", "engine"]
+        has_fit = any(r.get("fit_windows") for r in rs)
+        head += ["fit fallbacks"] if has_fit else []
         out += [f"## task `{task}`", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rs:
             seeds = f"{r['n_seeds']}/{r['n_expected_seeds']}" + (f" (missing {r['missing_seeds']})"
@@ -105,6 +148,7 @@ def summary_markdown(rows: list[dict[str, Any]]) -> str:
                 cells.append(pm(r["auc_mean"], r["auc_std"]))
             cells += [pm(r["wall_time_mean"], r["wall_time_std"], 3), style.fmt(r["wall_time_per_update_mean"]),
                       style.fmt(r["peak_memory_mb_mean"], 4), str(r["n_diverged"]), r["engine"] or "-"]
+            cells += [fit_health_cell(r)] if has_fit else []
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     if not rows:
@@ -189,10 +233,10 @@ def error_table(rows: list[dict[str, str]], tasks: list[str] | None = None) -> t
     return [table[k] for k in sorted(table)], cols
 
 
-def readme(tasks: list[str]) -> str:
+def readme(tasks: list[str], nqm_tasks: list[str] | None = None) -> str:
     return ("# Results\n\nGenerated by `glocal tables` (do not edit): what every figure and table shows and how "
             "to read it. Layout: `runs/{task}/{strategy}/seed{seed}/`, `extract/{task}/`, `analysis/`, `theory/`, "
-            "`bench/`, `figures/`, `tables/`.\n\n" + catalog.markdown(tasks))
+            "`bench/`, `nqm/{task}/`, `figures/`, `tables/`.\n\n" + catalog.markdown(tasks, nqm_tasks=nqm_tasks))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,10 +273,18 @@ def run(args: argparse.Namespace) -> int:
     brows = budget_rows(runs)
     atomic_write_csv(out / "budget.csv", brows, BUDGET_FIELDS)
     atomic_write_text(out / "budget.md", budget_markdown(brows))
+    from figures.nqm_table import NQM_FIELDS, nqm_markdown, nqm_rows
+
+    nrows = nqm_rows(runs, config)
+    atomic_write_csv(out / "nqm.csv", nrows, NQM_FIELDS)
+    atomic_write_text(out / "nqm.md", nqm_markdown(nrows))
     from figures.html import markdown_to_html
 
     for name, title in HTML_TABLES.items():  # what the Snakemake report shows (it offers CSVs only as downloads)
         atomic_write_text(out / f"{name}.html", markdown_to_html((out / f"{name}.md").read_text(), title))
-    atomic_write_text(Path(args.readme) if args.readme else results / "README.md", readme(tasks))
+    from figures.cli import nqm_tasks_of
+
+    atomic_write_text(Path(args.readme) if args.readme else results / "README.md",
+                      readme(tasks, nqm_tasks_of(config, runs, tasks)))
     print(f"glocal tables: {len(rows)} summary rows, {len(th)} theory checks -> {out}", file=sys.stderr)
     return 0

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("glocal.train", "one hyperparameter-optimization run (task x strategy x seed) into a run directory"),
     "extract": ("glocal.extract", "exact hypergradient trajectory at fixed phi, with glocal/local estimates over tau"),
     "analyze": ("glocal.analysis", "error against trajectory length from extract outputs, with the bound"),
+    "nqm": ("glocal.nqm_runs", "the noisy quadratic model's answer key or short-horizon-bias curve (tasks of kind nqm)"),
     "theory": ("theory_checks.runner", "the quadratic-system theory checks at full scale"),
     "figures": ("figures.cli", "every figure of the reproduction, from result files"),
     "tables": ("figures.tables", "summary tables and results/README.md, from result files"),

@@ -4,7 +4,8 @@ For one task, at fixed phi = phi_0, and for every window start s (fractions of t
 training steps) and every batch size of the ``extract`` config section:
 
 1. train with phi_0 from theta_0 up to step s (the setting's batch size, the task's own batch
-   order), giving theta_s;
+   order), giving theta_s (the noisy quadratic model: its mode, expected or sampled, is the
+   setting; its K batch orders are K independent noise streams);
 2. record the exact hypergradient trajectory h_{s->s+t} of the window s..s+T
    (T = ``extract.steps``) — every t when forward mode is the engine, and the steps
    1..max(taus) plus T when reverse mode is (the prefixes used for fitting are complete);
@@ -217,6 +218,25 @@ def _rel_cos(est: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     return rel, cos
 
 
+def _settings(task: Task, batch_sizes: list) -> list[tuple[str, Any, bool]]:
+    """(setting, batch-size label, deterministic?) of each batch mode the extraction sweeps.
+
+    ``extract.batch_sizes`` (null: full batch), except for the noisy quadratic model, whose noise is set by
+    the task's mode: ``expected`` is deterministic (one setting, ``full``); ``sampled`` draws the gradient
+    noise of its batch size B (``tasks.<task>.batch_size``), and the K batch orders are K independent noise
+    streams (setting ``sampled``).
+    """
+    if getattr(task, "kind", None) == "nqm":
+        if task.mode == "expected":
+            return [("full", "full", True)]
+        return [("sampled", f"{task.batch_size:g}", False)]
+    out = []
+    for bs in batch_sizes:
+        full = bs is None or int(bs) >= task.n_train
+        out.append(("full", "full", True) if full else (f"bs{int(bs)}", int(bs), False))
+    return out
+
+
 def _window_trajectory(task: Task, state: torch.Tensor, phi: torch.Tensor, batches: list, engine: str,
                        record: list[int], chunk_size: int | None) -> tuple[torch.Tensor, list[int]]:
     step_fn, val_fn = task.dynamics.step, task.val_fn()
@@ -269,7 +289,8 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
     task = build_task(config, task_name, seed, device, dtype)
     timings: dict[str, float] = {"build_task": time.perf_counter() - t0, "training": 0.0, "trajectory": 0.0,
                                  "estimates": 0.0, "peers": 0.0}
-    q, n_train = task.hyper.q, task.n_train
+    q, n_train = task.hyper.q, getattr(task, "n_train", None)
+    settings = _settings(task, ecfg["batch_sizes"])
     phi = task.init_phi()
     record = sorted(set(range(1, max(taus) + 1)) | {T})
     engine = extract_engine(ecfg.get("engine", "auto"), q, T, record)
@@ -335,11 +356,10 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
                              "reason": "non-finite or norm guard" if fell_back else ""})
         timings["peers"] += time.perf_counter() - t1
 
-    for bs in ecfg["batch_sizes"]:
-        full = bs is None or int(bs) >= n_train
-        setting = "full" if full else f"bs{int(bs)}"
-        task.batch_size = None if full else int(bs)
-        task._perm_cache.clear()
+    for setting, bs_label, full in settings:
+        if getattr(task, "kind", None) != "nqm":  # the NQM's noise is its own (its mode)
+            task.batch_size = None if full else int(bs_label)
+            task._perm_cache.clear()
         n_orders = 1 if full else K
         state, at = task.init_state(), 0
         for s in starts:
@@ -363,8 +383,7 @@ def run_extract(config: Mapping[str, Any], task_name: str, out: str | Path, *, s
             hT = H[:, row_of[T]]
             target = hT.mean(0)
             tn = float(torch.linalg.norm(target))
-            base0 = {"task": task_name, "setting": setting, "batch_size": "full" if full else int(bs),
-                     "window_start": s}
+            base0 = {"task": task_name, "setting": setting, "batch_size": bs_label, "window_start": s}
             settings_meta.append({**base0, "n_orders": n_orders, "n_recorded": len(steps)})
             if not full:
                 devs = [float(torch.linalg.norm(hT[k] - target)) / tn if tn > 0 else float("nan")
@@ -432,7 +451,7 @@ def _pydmd_version() -> str | None:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``glocal extract``."""
     p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
-    p.add_argument("--task", required=True, help="lr or reweight")
+    p.add_argument("--task", required=True, help="a task of the config (lr, reweight, nqm, ...)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the config's first seed)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")

@@ -492,8 +492,8 @@ def _shared_rate_forecast(x: torch.Tensor, steps_ahead: int, max_norm_ratio: flo
         return x[-1].clone(), fit, "non-finite shared-rate forecast"
     norm = float(torch.linalg.norm(value))
     if norm > max_norm_ratio * fit.scale:
-        return x[-1].clone(), fit, (f"shared-rate forecast norm {norm:.3g} exceeds {max_norm_ratio:g} x the largest "
-                                    f"observed norm {fit.scale:.3g}")
+        return x[-1].clone(), fit, (f"norm guard: shared-rate forecast norm {norm:.3g} exceeds {max_norm_ratio:g} x "
+                                    f"the largest observed norm {fit.scale:.3g}")
     return value, fit, None
 
 
@@ -710,7 +710,8 @@ def glocal_estimate(
     if norm > max_norm_ratio * fit.scale:
         return finish(
             local.clone(), True,
-            f"estimate norm {norm:.3g} exceeds {max_norm_ratio:g} x the largest observed norm {fit.scale:.3g}", diag,
+            f"norm guard: estimate norm {norm:.3g} exceeds {max_norm_ratio:g} x the largest observed norm "
+            f"{fit.scale:.3g}", diag,
         )
     return finish(value, False, None, diag)
 

@@ -226,7 +226,7 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
     ``divergence`` is the run's :class:`~glocal.rundir.DivergenceCheck` (the same definition as the
     gradient strategies'); a trial that diverges stops there and scores ``inf``.
     """
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     T = task.steps
     eval_every = max(1, T // 50)
     step_fn, val_fn = task.dynamics.step, task.val_fn()
@@ -298,6 +298,7 @@ def _train_trial(task: Task, params: Mapping[str, float], opts: Mapping[str, Any
         record["hyperparameters"] = task.hyper_values(phi)
     write_metrics(trial_dir, rows)
     record["wall_time"] = time.perf_counter() - t_start
+    record["cpu_time"] = time.process_time() - c_start
     atomic_write_json(trial_dir / "summary.json", record)
     return record
 
@@ -358,8 +359,11 @@ def run_search(
     *,
     progress: bool | None = None,
     stop_after: int | None = None,
+    answer_key=None,
 ) -> dict[str, Any]:
     """Random search or TPE over the task's hyperparameters into run directory ``out``.
+
+    ``answer_key`` (tasks of kind ``nqm``): as in :func:`glocal.train.run_experiment`.
 
     ``stop_after`` (tests) raises :class:`glocal.rundir.StopRequested` once that many trials
     have finished in the study, as a kill would. A second process writing the same ``out`` refuses
@@ -378,6 +382,9 @@ def run_search(
     dtype = resolve_dtype(config.get("dtype", "float32"))
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
+    from glocal.train import _nqm_answer_key
+
+    key = _nqm_answer_key(config, t, answer_key)
     # n_trials stays out of the fingerprint: raising it extends a finished study.
     tcfg = {k: v for k, v in task_config(config, task).items() if k != "strategy_options"}
     fp_obj = {"data": config.get("data"), "device": str(device), "dtype": str(dtype), "task": task, "tcfg": tcfg,
@@ -389,11 +396,13 @@ def run_search(
         progress = sys.stderr.isatty()
     with RunDirectory(out, task=task, strategy=strategy, seed=seed) as rd:
         rd.write_config({**resolved, "fingerprint": fp})
-        return _run_study(rd, config, t, strategy, opts, fp, divergence, progress=progress, stop_after=stop_after)
+        return _run_study(rd, config, t, strategy, opts, fp, divergence, progress=progress, stop_after=stop_after,
+                          nqm_key=key)
 
 
 def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: str, opts: Mapping[str, Any], fp: str,
-               divergence: DivergenceCheck, *, progress: bool, stop_after: int | None) -> dict[str, Any]:
+               divergence: DivergenceCheck, *, progress: bool, stop_after: int | None,
+               nqm_key: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The study of :func:`run_search` in its locked run directory ``rd``; returns the summary."""
     import optuna
 
@@ -430,17 +439,19 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
         try:
             while n_done < opts["n_trials"]:
                 k = n_done
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 study.sampler = _sampler(strategy, seed, k, opts)
                 trial = study.ask()
                 params = _suggest(trial, t, opts["space"])
                 sampling = time.perf_counter() - t0
+                sampling_cpu = time.process_time() - c0
                 rec = _train_trial(t, params, opts, k, out / "trials" / f"trial_{k:03d}", divergence)
                 rec["wall_time"] += sampling
+                rec["cpu_time"] += sampling_cpu
                 rec["sampling_time"] = sampling
                 rec["final"] = {c: (v if v is None or math.isfinite(v) else None) for c, v in rec["final"].items()}
                 for key in ("final", "best_val_loss", "diverged_step", "divergence", "wall_time", "sampling_time",
-                            "timers", "auc"):
+                            "timers", "auc", "cpu_time"):
                     if key in rec:
                         trial.set_user_attr(key, rec[key])
                 trial.set_user_attr("index", k)
@@ -477,7 +488,8 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
                              divergence=Divergence(**div) if div else None)
     summary.update({
         "hyperparameters": best["hyperparameters"],
-        "time": {"total": rows[-1]["cumulative_wall_time"], "training": timers["training"],
+        "time": {"total": rows[-1]["cumulative_wall_time"],
+                 "cpu": sum(float(ft.user_attrs.get("cpu_time", 0.0)) for ft in finished), "training": timers["training"],
                  "hypergradient": 0.0, "dmd": 0.0, "evaluation": timers["evaluation"],
                  "search": sum(float(ft.user_attrs.get("sampling_time", 0.0)) for ft in finished)},
         "engine": None,
@@ -499,4 +511,12 @@ def _run_study(rd: RunDirectory, config: Mapping[str, Any], t: Task, strategy: s
         summary["auc"] = best.get("auc")
     # Same run-directory layout as the gradient strategies: a black-box search uses no hypergradient.
     rd.write_hypergrads([])
-    return rd.write_summary(summary)
+    sections = {}
+    if nqm_key is not None:  # the best trial's hyperparameters against the task's answer key
+        from glocal.nqm_runs import run_record
+
+        sections["nqm"] = run_record(t, strategy, [], _phi_from_params(t, best["params"]), nqm_key,
+                                     diverged_step=best.get("diverged_step"), final_loss=best["final"].get("val_loss"),
+                                     n_training_runs=len(rows), wall_time=summary["time"]["total"],
+                                     cpu_time=summary["time"]["cpu"])
+    return rd.write_summary(summary, **sections)

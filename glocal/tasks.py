@@ -4,6 +4,8 @@
   betas) of the inner optimizer; meta objective: validation loss.
 * ``reweight``: tune per-example weights sigmoid(phi_i) on a training set with a fraction of
   labels flipped; meta objective: loss on the clean validation set.
+* ``nqm``: the noisy quadratic model (:mod:`glocal.nqm`): log learning rate (schedule) and
+  logit momentum of heavy ball; meta objective: the expected (or realized) final loss.
 
 A :class:`Task` bundles the data, the pure training dynamics, the hyperparameter space and a
 deterministic batch schedule (the batch of step t is a function of the seed and t alone, so a
@@ -25,8 +27,9 @@ from glocal.models import IMAGE_INPUT_KINDS, build_model
 
 __all__ = ["Task", "build_task", "TASKS"]
 
-#: The task kinds (a config may define several tasks of one kind, e.g. ``lr`` and ``lr_gru``).
-TASKS = ("lr", "reweight")
+#: The task kinds (a config may define several tasks of one kind, e.g. ``lr`` and ``lr_gru``);
+#: ``nqm`` (the noisy quadratic model) is built by :mod:`glocal.nqm`.
+TASKS = ("lr", "reweight", "nqm")
 
 
 @dataclass
@@ -131,11 +134,18 @@ def _model_needs_images(kind: str) -> bool:
 
 
 def build_task(config: Mapping[str, Any], task: str, seed: int, device: torch.device, dtype: torch.dtype) -> Task:
-    """Build task ``task`` of a validated config for ``seed`` on ``device`` in ``dtype``."""
+    """Build task ``task`` of a validated config for ``seed`` on ``device`` in ``dtype``.
+
+    A task of kind ``nqm`` is a :class:`glocal.nqm.NQMTask` (same interface, no data set).
+    """
     tcfg = task_config(config, task)
     kind = task_kind(config, task)
     if kind not in TASKS:
         raise ConfigError(f"tasks.{task}.kind: unknown task kind {kind!r}; expected one of {list(TASKS)}")
+    if kind == "nqm":
+        from glocal.nqm import build_nqm_task
+
+        return build_nqm_task(tcfg, seed, device, dtype, name=task)
     dcfg = config["data"]
     model_spec = dict(tcfg["model"])
     label_noise = float(tcfg.get("label_noise", 0.0)) if kind == "reweight" else 0.0

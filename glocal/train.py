@@ -148,6 +148,9 @@ class _Run:
         self.timers = {"training": 0.0, "hypergradient": 0.0, "dmd": 0.0, "evaluation": 0.0}
         self.wall_offset = 0.0
         self.t_start = time.perf_counter()
+        # CPU time of this process (every thread): a cost that a busy shared machine inflates less than wall time
+        self.cpu_offset = 0.0
+        self.c_start = time.process_time()
         self.divergence: Divergence | None = None
         self.engine: str | None = None
         self.n_updates = 0
@@ -161,6 +164,9 @@ class _Run:
     # ---------------------------------------------------------------- bookkeeping
     def wall(self) -> float:
         return self.wall_offset + time.perf_counter() - self.t_start
+
+    def cpu(self) -> float:
+        return self.cpu_offset + time.process_time() - self.c_start
 
     def log_metrics(self, force: bool = False) -> bool:
         """Evaluate and log a metrics row; True when the training loss shows the run diverged."""
@@ -191,7 +197,7 @@ class _Run:
             "state": self.state.cpu(), "theta0": self.theta0.cpu(), "phi": self.phi.cpu(),
             "outer": {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.outer.state_dict().items()},
             "rows": json.dumps(self.rows), "hyperlog": json.dumps(self.hyperlog),
-            "timers": json.dumps(self.timers), "wall": self.wall(),
+            "timers": json.dumps(self.timers), "wall": self.wall(), "cpu": self.cpu(),
             "engine": self.engine or "", "n_updates": self.n_updates, "last_eval_step": self.last_eval_step,
         })
 
@@ -221,6 +227,7 @@ class _Run:
         self.rows, self.hyperlog = json.loads(ck["rows"]), json.loads(ck["hyperlog"])
         self.timers = json.loads(ck["timers"])
         self.wall_offset, self.t_start = float(ck["wall"]), time.perf_counter()
+        self.cpu_offset, self.c_start = float(ck.get("cpu", 0.0)), time.process_time()
         self.engine = ck["engine"] or None
         self.n_updates = int(ck["n_updates"])
         self.last_eval_step = int(ck["last_eval_step"])
@@ -254,6 +261,9 @@ class _Run:
         rec.update(info)
         if h.numel() <= 64:
             rec["value"] = [float(x) for x in h.detach().cpu()]
+            # phi after this update, i.e. the phi of the next window (or meta-iteration): with the record's
+            # step and tau, the schedule a run actually used (glocal.nqm.run_record reads it back)
+            rec["phi"] = [float(x) for x in self.phi.detach().cpu()]
         self.hyperlog.append(rec)
 
 
@@ -447,18 +457,22 @@ def run_experiment(
     *,
     progress: bool | None = None,
     stop_after: int | None = None,
+    answer_key: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run one task x strategy x seed into directory ``out`` and return its summary.
 
     ``config`` must be validated (:func:`glocal.config.load_config`). A checkpoint left by an
     interrupted run with the same config is resumed; the finished run's numbers equal those of
     an uninterrupted one. ``stop_after`` (tests) stops after that many outer steps, right after
-    a checkpoint, as a kill would.
+    a checkpoint, as a kill would. ``answer_key`` (tasks of kind ``nqm``): the task's
+    answer_key.json (``glocal nqm key``); without it the key is computed here (seconds). The run's
+    summary then has a section ``nqm`` (:func:`glocal.nqm_runs.run_record`).
     """
     if strategy in ("random", "tpe"):
         from glocal.search import run_search
 
-        return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after)
+        return run_search(config, task, strategy, seed, out, progress=progress, stop_after=stop_after,
+                          answer_key=answer_key)
     base = base_strategy(config, strategy)
     if base not in GRADIENT_STRATEGIES:
         raise ConfigError(f"strategy: unknown strategy {strategy!r}; expected one of {list(STRATEGIES)}")
@@ -469,6 +483,7 @@ def run_experiment(
     check_run(config, task, strategy)
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
+    key = _nqm_answer_key(config, t, answer_key)
     resolved = {"config": dict(config), "task": task, "strategy": strategy, "seed": seed, "options": opts}
     fp = fingerprint(resolved)
     if progress is None:
@@ -498,7 +513,7 @@ def run_experiment(
         )
         summary.update({
             "hyperparameters": t.hyper_values(r.phi),
-            "time": {"total": r.wall(), **r.timers},
+            "time": {"total": r.wall(), "cpu": r.cpu(), **r.timers},
             "engine": r.engine,
             "n_training_runs": (r.run + 1) if base == "global" else 1, "base_strategy": base, "task_kind": t.kind,
             "n_hyper_updates": r.n_updates, "q": t.hyper.q, "steps": t.steps, "resumed": resumed,
@@ -510,15 +525,33 @@ def run_experiment(
         rd.write_metrics(r.rows)
         rd.write_hypergrads(r.hyperlog)
         sections = {"fit_health": fit_health(r.hyperlog)} if base == "glocal" else {}
+        if key is not None:
+            from glocal.nqm_runs import run_record
+
+            sections["nqm"] = run_record(t, base, r.hyperlog, r.phi, key, diverged_step=r.diverged_step,
+                                         final_loss=summary["final"].get("val_loss"),
+                                         n_training_runs=summary["n_training_runs"], wall_time=r.wall(),
+                                         cpu_time=r.cpu())
         summary = rd.write_summary(summary, **sections)
         rd.remove_checkpoint()
     return summary
 
 
+def _nqm_answer_key(config: Mapping[str, Any], task: Any, path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The answer key of an NQM task (read from ``path``, else computed); None for other tasks."""
+    if getattr(task, "kind", None) != "nqm":
+        if path is not None:
+            raise ConfigError(f"--answer-key: task {task.name!r} is not of kind nqm")
+        return None
+    from glocal.nqm_runs import answer_key_document, read_answer_key
+
+    return read_answer_key(path, task) if path is not None else answer_key_document(config, task.name)
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``glocal train``."""
     p.add_argument("--config", help="experiment YAML (default: built-in defaults)")
-    p.add_argument("--task", required=True, help="lr or reweight")
+    p.add_argument("--task", required=True, help="a task of the config (lr, reweight, nqm, ...)")
     p.add_argument("--strategy", required=True,
                    help=f"one of {', '.join(STRATEGIES)}, or a variant declared under strategy_variants")
     p.add_argument("--seed", type=int, default=0,
@@ -527,6 +560,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the config's device")
     p.add_argument("--dtype", choices=["float32", "float64"], help="override the config's dtype")
     p.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    p.add_argument("--answer-key", default=None,
+                   help="tasks of kind nqm: the task's answer_key.json (glocal nqm key); default: computed in the run")
     add_threads_argument(p)
 
 
@@ -543,7 +578,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--strategy: unknown strategy {args.strategy!r}; expected one of {list(STRATEGIES)} "
                           "or a variant declared under strategy_variants")
     summary = run_experiment(config, args.task, args.strategy, args.seed, args.out,
-                             progress=False if args.no_progress else None)
+                             progress=False if args.no_progress else None, answer_key=args.answer_key)
     print(summary_line(summary))
     return 0
 

@@ -4,10 +4,14 @@ For each task and strategy (hd, local, glocal, global) this runs the config's ex
 seeds that the reported runs never use (default 100 and 101) for each outer learning rate of a
 grid and keeps the one with the lowest mean *validation* loss at the end of training over those
 seeds (test data is never looked at; a setting that diverges on any tuning seed is excluded).
+On a task of kind nqm (the noisy quadratic model) the objective is the expected final loss of the
+schedule the run trained with (its summary's nqm section; in sampled mode the realized final loss is
+one noisy draw), against the task's answer key, computed once here.
 The table it writes is what `config.yaml`'s per-task `strategy_options.<strategy>.outer.lr`
 came from; rerun it after changing the experiment:
 
     python scripts/tune_outer_lr.py --config config.yaml --out results/tuning
+    python scripts/tune_outer_lr.py --tasks nqm nqm_sampled --strategies hd local glocal global glocal_robust
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from pathlib import Path
 
 import torch
 
-from glocal.config import load_config
+from glocal.config import load_config, task_kind
 from glocal.train import run_experiment
+from glocal.utils import atomic_write_json
 
 
 def main() -> None:
@@ -38,6 +43,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for task in args.tasks:
+        key = None
+        if task_kind(load_config(args.config), task) == "nqm":  # the answer key, once per task
+            from glocal.nqm_runs import answer_key_document
+
+            key = out / task / "answer_key.json"
+            if not key.exists():
+                key.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(key, answer_key_document(load_config(args.config), task))
         for strategy in args.strategies:
             for lr in args.grid:
                 over = {"tasks": {task: {"strategy_options": {strategy: {"outer": {"lr": lr}}}}}}
@@ -48,12 +61,13 @@ def main() -> None:
                     if (run_dir / "summary.json").exists():
                         s = json.loads((run_dir / "summary.json").read_text())
                     else:
-                        s = run_experiment(cfg, task, strategy, seed, run_dir, progress=False)
-                    v = s["final"]["val_loss"]
+                        s = run_experiment(cfg, task, strategy, seed, run_dir, progress=False, answer_key=key)
+                    v = s["nqm"]["expected_final_loss"] if s.get("nqm") else s["final"]["val_loss"]
                     diverged |= s["diverged_step"] is not None or v is None
                     vals.append(float("inf") if v is None else v)
                     wall += s["time"]["total"]
                 rows.append({"task": task, "strategy": strategy, "outer_lr": lr,
+                             "objective": "expected final loss" if key else "final val loss",
                              "final_val_loss": sum(vals) / len(vals), "worst_val_loss": max(vals),
                              "diverged_step": 0 if diverged else None, "wall_time": round(wall, 2)})
                 print(rows[-1], flush=True)
@@ -82,7 +96,7 @@ def main() -> None:
         if key not in best or v < best[key]["final_val_loss"]:
             best[key] = r
     for (task, strategy), r in sorted(best.items()):
-        print(f"best outer lr  {task:9s} {strategy:7s} {r['outer_lr']:g}  (val loss {r['final_val_loss']:.4f})")
+        print(f"best outer lr  {task:11s} {strategy:13s} {r['outer_lr']:g}  ({r['objective']} {r['final_val_loss']:.4f})")
 
 
 if __name__ == "__main__":

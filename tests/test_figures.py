@@ -70,12 +70,79 @@ def write_run(root: Path, task: str, strat: str, seed: int, *, diverge_at: int |
         from sklearn.metrics import roc_auc_score  # not the plotting module's own helper
 
         summary["auc"] = float(roc_auc_score(flipped == 0, w))
+    if strat == "glocal":
+        summary["fit_health"] = {"windows": 10, "fallbacks": 2 + seed, "fallbacks_by_reason": {"growing mode": 2 + seed},
+                                 "degenerate": seed, "growing": 3, "median_rank": 4 + 2 * seed,
+                                 "median_spectral_radius": 0.9 + 0.04 * seed}
     (d / "summary.json").write_text(json.dumps(summary))
     if strat == "glocal":
         recs = [{"step": s, "eigenvalues": [[0.9 - 0.1 * k, 0.1 * k], [0.9 - 0.1 * k, -0.1 * k]]}
                 for k, s in enumerate(STEPS)] + [{"step": 35, "fallback": True, "eigenvalues": [[1.2, 0.0]]},
                                                  {"step": 40, "fallback": True, "eigenvalues": None}]
         (d / "hypergrads.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{\"partial")
+
+
+NQM_TASKS = {"nqm": "expected", "nqm_sampled": "sampled"}
+NQM_STRATEGIES = ["fixed", "local", "glocal", "global", "glocal_robust"]
+NQM_T = 30
+#: the synthetic answer key: constant optimum (loss, effective lr), a 3-phase schedule optimum
+NQM_KEY = {"optimum_constant_loss": 0.4, "optimum_schedule_loss": 0.2, "optimum_schedule_phases": 3,
+           "optimum_constant_effective_lr": 1.25, "optimum_schedule_effective_lr": [4.0, 1.0, 0.25]}
+
+
+def nqm_ratio(task: str, strat: str, seed: int) -> float:
+    return {"fixed": 2.0, "local": 0.9, "glocal": 0.8, "global": 1.05, "glocal_robust": 0.85}[strat] + 0.01 * seed + (
+        0.02 if task == "nqm_sampled" else 0.0)
+
+
+def nqm_lr(strat: str, seed: int, step: int) -> float:
+    """Effective learning rate of the synthetic runs at a training step (windows of 10 steps)."""
+    if strat in ("fixed", "global"):
+        return 0.2 if strat == "fixed" else 1.0 + 0.1 * seed
+    return 0.2 * (1 + step // 10) * (1 + 0.1 * seed)
+
+
+def write_nqm_run(root: Path, task: str, strat: str, seed: int) -> None:
+    """A run of an NQM task: metrics, the summary with its nqm section (against NQM_KEY) and, for glocal
+    strategies, the fit health and the hypergradient log with its cosine to local."""
+    d = root / "runs" / task / strat / f"seed{seed}"
+    d.mkdir(parents=True)
+    runs = 2 if strat == "global" else 1
+    rows = [{"step": r * NQM_T + st, "run": r, "wall_time": 0.1 * (r * NQM_T + st), "train_loss": 1.0 / (1 + st),
+             "val_loss": 1.0 / (1 + st), "test_loss": 1.0 / (1 + st), "hp:lr": nqm_lr(strat, seed, st) / 2,
+             "hp:momentum": 0.5} for r in range(runs) for st in (0, 10, 20, 30)]
+    _write_csv(d / "metrics.csv", rows, list(rows[0]))
+    sched = [[k, k + 1, nqm_lr(strat, seed, k)] for k in range(NQM_T)]
+    ratio = nqm_ratio(task, strat, seed)
+    wall = {"fixed": 0.1, "local": 0.3, "glocal": 0.8, "global": 4.0, "glocal_robust": 0.9}[strat] + 0.1 * seed
+    summary = {"task": task, "strategy": strat, "seed": seed, "task_kind": "nqm", "steps": NQM_T,
+               "base_strategy": "glocal" if strat == "glocal_robust" else strat, "diverged_step": None,
+               "final": {"train_loss": 0.03, "val_loss": 0.03, "test_loss": 0.03},
+               "time": {"total": wall, "cpu": wall / 2}, "n_training_runs": runs,
+               "n_hyper_updates": 0 if strat == "fixed" else 3,
+               "nqm": {**NQM_KEY, "mode": NQM_TASKS[task], "expected_final_loss": 0.4 * ratio,
+                       "ratio_to_constant_optimum": ratio, "ratio_to_schedule_optimum": 2 * ratio,
+                       "final_lr": [sched[-1][2] / 2], "final_momentum": 0.5, "final_effective_lr": [sched[-1][2]],
+                       "mean_effective_lr": sum(s[2] for s in sched) / NQM_T, "effective_lr_schedule": sched,
+                       "training_steps": runs * NQM_T, "wall_time": wall, "cpu_time": wall / 2, "diverged": False}}
+    recs = []
+    if summary["base_strategy"] == "glocal":
+        summary["fit_health"] = {"windows": 3, "fallbacks": 1, "degenerate": 0, "median_spectral_radius": 0.9}
+        recs = [{"step": 10 * k, "tau": 10, "norm": 2.0, "local_norm": 1.0, "cosine_to_local": c,
+                 "eigenvalues": [[0.9, 0.0]]} for k, c in enumerate((1.0, 0.5, 0.9))]
+    (d / "hypergrads.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / "summary.json").write_text(json.dumps(summary))
+
+
+def write_nqm_bias(root: Path, task: str) -> None:
+    rows = [{"tau": tau, "horizon_lr": 1.2, "horizon_ratio": 1.05 if tau < NQM_T else 1.0,
+             "greedy_first_lr": 1.2, "greedy_last_lr": 0.1 * tau ** 0.5, "greedy_ratio": 2.0 - tau / NQM_T,
+             "greedy_lrs": [1.0 / (1 + k) for k in range(-(-NQM_T // tau))]} for tau in (1, 3, 10, NQM_T)]
+    d = root / "nqm" / task
+    d.mkdir(parents=True)
+    (d / "short_horizon_bias.json").write_text(json.dumps(
+        {"task": task, "steps": NQM_T, "momentum": 0.0, "optimum": {"lr": [0.98], "loss": 0.43}, "rows": rows,
+         "taus_dropped": [100]}))
 
 
 def write_search(root: Path, task: str, strat: str, seed: int) -> None:
@@ -109,6 +176,11 @@ def results(tmp_path_factory) -> Path:
     write_search(root, "lr", "random", 0)
     write_search(root, "lr", "tpe", 0)
     write_search(root, "lr", "tpe", 1)
+    for task in NQM_TASKS:
+        for strat in NQM_STRATEGIES:
+            for seed in (0, 1):
+                write_nqm_run(root, task, strat, seed)
+        write_nqm_bias(root, task)
     # extraction analysis + spectra
     ev = []
     for task in ("lr", "reweight"):
@@ -164,7 +236,8 @@ def _ok(paths):
         assert Path(p).is_file() and Path(p).stat().st_size > 1000, p
 
 
-CONFIG = {"tasks": {"lr": {}, "reweight": {}}, "strategies": ["fixed", "local", "glocal", "global", "random", "tpe"],
+CONFIG = {"tasks": {"lr": {}, "reweight": {}, "nqm": {"kind": "nqm"}, "nqm_sampled": {"kind": "nqm"}},
+          "strategies": ["fixed", "local", "glocal", "global", "random", "tpe", "glocal_robust"],
           "seeds": [0, 1]}
 
 
@@ -179,9 +252,11 @@ def rendered(results, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_every_figure_renders(rendered):
     out, done = rendered
-    names = catalog.figure_names(["lr", "reweight"])
+    names = catalog.figure_names(list(CONFIG["tasks"]), nqm_tasks=list(NQM_TASKS))
     assert done["_names"] == names
-    assert {"hpo_curves_lr", "baselines_reweight", "reweight_weights", "cost", "theory_spectrum"} <= set(names)
+    assert {"hpo_curves_lr", "baselines_reweight", "reweight_weights", "cost", "theory_spectrum", "hpo_curves_nqm",
+            "nqm_learned_lr", "nqm_short_horizon_bias"} <= set(names)
+    assert not {"nqm_learned_lr", "nqm_short_horizon_bias"} & set(catalog.figure_names(["lr", "reweight"]))
     assert not [n for n in names if isinstance(done[n], BaseException)]
     _ok([out / f"{n}.{e}" for n in names for e in ("png", "pdf")])
     assert set(names) == {p.stem for p in out.glob("*.png")}
@@ -332,7 +407,7 @@ def test_run_indexes_select_runs(results, tmp_path):
         by_config = load_runs(results, select_runs(results, {"tasks": {"lr": {}, "reweight": {"enabled": False}},
                                                              "strategies": ["local"], "seeds": [0, 1]}))
         assert {t: {s: sorted(b) for s, b in v.items()} for t, v in by_config.items()} == {"lr": {"local": [0]}}
-        assert set(load_runs(results)) == {"lr", "reweight"}  # no config: every run found
+        assert set(load_runs(results)) == {"lr", "reweight", *NQM_TASKS}  # no config: every run found
     finally:
         idx.unlink()
 
@@ -505,6 +580,11 @@ def test_tables(results, tmp_path):
     assert tpe["n_training_runs"] == "4"
     md = (out / "summary.md").read_text()
     assert f"{np.mean(v):.4g} ± {np.std(v, ddof=1):.2g}" in md and "AUC" in md and "random" in md
+    # fit health: summed over the two seeds, medians over them; nothing for strategies that fit nothing
+    assert (r["fit_windows"], r["fit_fallbacks"], r["fit_degenerate"], r["fit_growing"]) == ("20", "5", "1", "6")
+    assert r["fit_fallbacks_by_reason"] == "growing mode=5"
+    assert float(r["fit_median_rank"]) == 5 and float(r["fit_median_spectral_radius"]) == pytest.approx(0.92)
+    assert loc["fit_windows"] == "" and "| 5/20 (growing mode=5); degenerate 1 |" in md
     th = (out / "theory.md").read_text()
     assert "| floor | 3 | 2 | 1 |" in th and "2 of 3 checks passed" in th
     assert (out / "error_vs_tau.md").read_text().endswith("analysis summary\n")
@@ -551,6 +631,61 @@ def test_budget_table_reads_searches_at_the_gradient_budget(tmp_path):
     assert rows["global"]["tpe_runs_n_missing"] == 1  # no tpe run at all
 
 
+def test_nqm_figures_plot_their_input(rendered):
+    """nqm_learned_lr: each strategy's per-step effective learning rate, mean over seeds, and one point per
+    strategy at (mean wall time, mean expected loss / optimum); nqm_short_horizon_bias: the curves of the
+    bias files, one row per NQM task."""
+    _, done = rendered
+    d = done["nqm_learned_lr"]
+    x, y = d["lines"]["nqm/lr"]["glocal"]
+    assert x == list(range(NQM_T + 1))
+    assert y[:NQM_T] == pytest.approx([np.mean([nqm_lr("glocal", s, k) for s in (0, 1)]) for k in range(NQM_T)])
+    assert d["lines"]["nqm/lr"]["optimum, constant learning rate"][1] == [1.25, 1.25]
+    assert d["lines"]["nqm/lr"]["optimum, 3-phase schedule"] == ([0, 10, 20, 30], [4.0, 1.0, 0.25, 0.25])
+    wall, ratio = d["points"][("nqm_sampled", "glocal_robust")]
+    assert wall == pytest.approx(0.95) and ratio == pytest.approx(np.mean([nqm_ratio("nqm_sampled", "glocal_robust", s)
+                                                                          for s in (0, 1)]))
+    assert ("nqm", "random") not in d["points"]  # no nqm section in those synthetic search runs: not drawn
+    assert "10% above the optimum (the goal)" in d["lines"]["nqm/loss"]
+    b = done["nqm_short_horizon_bias"]
+    tx, ty = b["lines"]["nqm_sampled/lr"]["greedy schedule, last window"]
+    assert tx == [1, 3, 10, NQM_T] and ty == pytest.approx([0.1 * t ** 0.5 for t in tx])
+    sx, sy = b["lines"]["nqm/schedule"]["_tau 10"]
+    assert sy[:NQM_T] == pytest.approx([1.0 / (1 + k // 10) for k in range(NQM_T)])
+    assert any("exceed the 30 training steps" in n for n in b["notes"])
+
+
+def test_nqm_table(results, tmp_path):
+    """The NQM table: ratios to both optima, CPU time relative to global, the fit health and agreement with local
+    of the glocal strategies, and the goal's verdict."""
+    p = argparse.ArgumentParser()
+    tables.configure_parser(p)
+    out = tmp_path / "tables"
+    assert tables.run(p.parse_args(["--results", str(results), "--out", str(out), "--readme",
+                                    str(tmp_path / "README.md")])) == 0
+    rows = {(r["task"], r["strategy"]): r for r in csv.DictReader((out / "nqm.csv").open())}
+    assert {t for t, _ in rows} == set(NQM_TASKS)
+    g = rows[("nqm", "glocal")]
+    assert float(g["ratio_to_constant_optimum_mean"]) == pytest.approx(np.mean([nqm_ratio("nqm", "glocal", s)
+                                                                                 for s in (0, 1)]))
+    assert float(g["ratio_to_schedule_optimum_mean"]) == pytest.approx(2 * float(g["ratio_to_constant_optimum_mean"]))
+    # CPU time: glocal (0.4, 0.45) against global (2.0, 2.05)
+    assert float(g["cpu_time_relative_to_global"]) == pytest.approx(0.425 / 2.025)
+    assert float(g["training_steps_relative_to_global"]) == pytest.approx(0.5)
+    assert float(g["fallback_fraction"]) == pytest.approx(2 / 6) and float(g["median_cosine_to_local"]) == 0.9
+    assert float(g["median_norm_ratio_to_local"]) == 2.0
+    assert rows[("nqm", "glocal_robust")]["base_strategy"] == "glocal"
+    assert rows[("nqm", "local")]["fallback_fraction"] == "nan"
+    md = (out / "nqm.md").read_text()
+    assert "## task `nqm` (expected mode)" in md and "## task `nqm_sampled` (sampled mode)" in md
+    # glocal at 0.805x the constant optimum and 1.61x the schedule's, at 0.21 of global's CPU time
+    assert "Goal against the constant optimum: not met (CPU time 0.21 > 0.2 of global's)." in md
+    assert "Goal against the schedule optimum: not met (loss 1.61x > 1.1x; CPU time 0.21 > 0.2 of global's)." in md
+    assert "summary" in tables.HTML_TABLES and "<table" in (out / "nqm.html").read_text()
+    # the results README lists the NQM figures (the runs say which tasks are NQM tasks)
+    assert "`nqm_learned_lr`" in (tmp_path / "README.md").read_text()
+
+
 def test_paired_differences_are_paired_by_seed_with_a_t_interval():
     from types import SimpleNamespace
 
@@ -579,3 +714,17 @@ def test_paired_differences_are_paired_by_seed_with_a_t_interval():
     assert ("glocal", "hd") not in rows  # no hd runs
     assert t_interval([1.0])[1] != t_interval([1.0])[1]  # NaN bounds for one pair
     assert "glocal − local" in paired_markdown(list(rows.values()))
+
+
+def test_a_task_with_its_own_seeds_expects_those(results):
+    """A task's own seeds (NQM tasks may set them) replace the top-level seeds in the runs read and expected."""
+    from figures import nqm_table
+    from figures.io import config_runs, expected_seeds, task_seeds
+
+    cfg = {"tasks": {"lr": {}, "nqm": {"kind": "nqm", "seeds": [1]}}, "strategies": ["glocal"], "seeds": [0, 1]}
+    assert task_seeds(cfg, "lr") == [0, 1] and task_seeds(cfg, "nqm") == [1] and task_seeds(cfg, None) == [0, 1]
+    assert [(t, n) for t, _, n, _ in config_runs(results, cfg)] == [("lr", 0), ("lr", 1), ("nqm", 1)]
+    runs = load_runs(results)
+    assert expected_seeds(runs["nqm"], cfg, "nqm") == [1] and expected_seeds(runs["nqm"], cfg) == [0, 1]
+    rows = {(r["task"], r["strategy"]): r for r in nqm_table.nqm_rows(runs, cfg)}
+    assert rows[("nqm", "glocal")]["n_expected_seeds"] == 1 and rows[("nqm_sampled", "glocal")]["n_expected_seeds"] == 2

@@ -61,19 +61,25 @@ STRATEGIES = list(config["strategies"])
 SEEDS = list(config["seeds"])
 # tasks whose training runs also write weights.csv (per-example weights): every task of kind reweight
 WEIGHT_TASKS = [t for t in ALL_TASKS if (config["tasks"][t].get("kind") or t) == "reweight"]
+# tasks of kind nqm (the noisy quadratic model): answer key and bias curve of their own (workflow/rules/nqm.smk)
+NQM_TASKS = [t for t in ALL_TASKS if (config["tasks"][t].get("kind") or t) == "nqm"]
 
 RUN_DIR = f"{RESULTS}/runs/{{task}}/{{strategy}}/seed{{seed}}"
 RUN_FILES = ["summary.json", "metrics.csv", "hypergrads.jsonl", "config.json"]
 RUN_WEIGHT_FILES = ["weights.csv"]
 # per task: the runs this config asks for (rule runs_index); what figures and tables read
 RUN_INDEX = f"{RESULTS}/runs/{{task}}/index.json"
+# an NQM task's answer key and short-horizon-bias curve (workflow/rules/nqm.smk)
+NQM_DIR = f"{RESULTS}/nqm/{{task}}"
+NQM_KEY = f"{NQM_DIR}/answer_key.json"
+NQM_BIAS = f"{NQM_DIR}/short_horizon_bias"
 EXTRACT_DIR = f"{RESULTS}/extract/{{task}}"
 EXTRACT_FILES = ["trajectory.npz", "estimates.csv", "spectra.csv", "meta.json"]
 ANALYSIS_FILES = ["error_vs_tau.csv", "summary.md"]
 THEORY_FILES = ["checks.csv"]
 TABLE_FILES = ["summary.csv", "summary.md", "paired.csv", "paired.md", "theory.md", "theory.csv", "error_vs_tau.md",
                "error_vs_tau.csv", "budget.md", "budget.csv", "summary.html", "paired.html", "budget.html",
-               "error_vs_tau.html", "theory.html"]
+               "error_vs_tau.html", "theory.html", "nqm.md", "nqm.csv", "nqm.html"]
 BENCH_FILES = ["cost.csv", "bench.json"]
 RESULTS_README = f"{RESULTS}/README.md"
 
@@ -95,6 +101,8 @@ FIGURE_SPECS = [
     ("theory_bound", "Theory", lambda: True),
     ("theory_spectrum", "Theory", lambda: True),
     ("baselines_{task}", "Baselines", lambda: True),
+    ("nqm_learned_lr", "Noisy quadratic model", lambda: any(t in NQM_TASKS for t in TASKS)),
+    ("nqm_short_horizon_bias", "Noisy quadratic model", lambda: any(t in NQM_TASKS for t in TASKS)),
 ]
 FIGURE_FORMATS = ["png", "pdf"]
 
@@ -146,8 +154,13 @@ def run_files(task, strategy, seed):
     return [f"{d}/{n}" for n in names]
 
 
+def task_seeds(task):
+    """The seeds of a task's runs: its own `seeds` (NQM tasks may set them), else the top-level ones."""
+    return list(config["tasks"][task].get("seeds") or SEEDS)
+
+
 def all_run_files():
-    return [f for t in TASKS for s in STRATEGIES for seed in SEEDS for f in run_files(t, s, seed)]
+    return [f for t in TASKS for s in STRATEGIES for seed in task_seeds(t) for f in run_files(t, s, seed)]
 
 
 def run_index_files():
@@ -156,7 +169,8 @@ def run_index_files():
 
 def all_run_summaries():
     """One file per run (written last by a run): as targets, a deleted run is redone."""
-    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json" for t in TASKS for s in STRATEGIES for n in SEEDS]
+    return [f"{RUN_DIR.format(task=t, strategy=s, seed=n)}/summary.json" for t in TASKS for s in STRATEGIES
+            for n in task_seeds(t)]
 
 
 def extract_files(task):
@@ -177,6 +191,11 @@ def theory_files():
 
 def bench_files():
     return [f"{RESULTS}/bench/{n}" for n in BENCH_FILES]
+
+
+def nqm_figure_files():
+    """The short-horizon-bias curves the figures read (one per enabled NQM task)."""
+    return [f"{NQM_BIAS.format(task=t)}.json" for t in TASKS if t in NQM_TASKS]
 
 
 def all_targets():
@@ -237,6 +256,26 @@ def train_key(wildcards):
     tcfg = {k: v for k, v in tcfg.items() if k != "strategy_options"}
     return _key({**_common_part(), "task": tcfg, "strategy": opts, "seed": int(wildcards.seed),
                  "divergence": config["divergence"]})
+
+
+def _nqm_problem(task):
+    """The task's config without what its answer key and its runs do not depend on."""
+    return {k: v for k, v in config["tasks"][task].items() if k not in ("seeds", "strategy_options", "short_horizon_bias")}
+
+
+def nqm_key_key(wildcards):
+    return _key({"task": _nqm_problem(wildcards.task)})
+
+
+def nqm_bias_key(wildcards):
+    return _key({"task": _nqm_problem(wildcards.task), "bias": config["tasks"][wildcards.task]["short_horizon_bias"]})
+
+
+def nqm_train_key(wildcards):
+    """As train_key, without the short-horizon-bias settings (they do not change a run)."""
+    opts = _glocal_config_checks().strategy_options(config, wildcards.task, wildcards.strategy)
+    return _key({**_common_part(), "task": _nqm_problem(wildcards.task), "strategy": opts,
+                 "seed": int(wildcards.seed), "divergence": config["divergence"]})
 
 
 def extract_key(wildcards):

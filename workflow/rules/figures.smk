@@ -30,6 +30,7 @@ rule figures:
         analysis=analysis_files(),
         theory=theory_files(),
         bench=bench_files(),
+        nqm=nqm_figure_files(),
     output:
         png=figure_outputs("png"),
         pdf=figure_outputs("pdf"),

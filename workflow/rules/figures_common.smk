@@ -32,6 +32,7 @@ REPORT_TABLES = [
     ("budget.html", "table_budget", "equal budget"),
     ("error_vs_tau.html", "table_error_vs_tau", "error against tau"),
     ("theory.html", "table_theory", "theory checks"),
+    ("nqm.html", "table_nqm", "noisy quadratic model"),
 ]
 
 
@@ -50,4 +51,4 @@ def table_outputs():
 
 def indexed_runs(wildcards):
     """The runs of a task this config asks for, as "strategy/seedN ..." (run directories under results/runs/TASK)."""
-    return " ".join(f"{s}/seed{n}" for s in STRATEGIES for n in SEEDS)
+    return " ".join(f"{s}/seed{n}" for s in STRATEGIES for n in task_seeds(wildcards.task))
