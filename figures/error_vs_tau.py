@@ -68,8 +68,9 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
     ests = sorted(estimators, key=_order)
     tasks = sorted({k[0] for k in groups})
     row_keys = sorted({(k[0], k[1], k[2]) for k in groups}, key=lambda k: (k[0], k[1] != "full", k[1]))
-    starts = sorted({k[3] for k in groups})
-    nr, nc = max(1, len(row_keys)), max(1, len(starts))
+    # columns: the first, second, ... window start of each row (tasks extract at different steps)
+    row_starts = {rk: sorted({k[3] for k in groups if k[:3] == rk}) for rk in row_keys}
+    nr, nc = max(1, len(row_keys)), max([1] + [len(v) for v in row_starts.values()])
     fig, axes = style.subplots(nr, nc, w=3.4, h=2.7, sharex=True)
     data: dict[str, Any] = {"panels": {}, "bound_hidden": []}
     notes: list[str] = []
@@ -78,8 +79,12 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
     if not groups:
         style.empty(axes[0, 0], "no extraction analysis (analysis/error_vs_tau.csv missing or empty)")
     for i, (task, setting, bs) in enumerate(row_keys):
-        for j, s in enumerate(starts):
+        for j in range(nc):
             ax = axes[i, j]
+            if j >= len(row_starts[(task, setting, bs)]):
+                ax.set_visible(False)
+                continue
+            s = row_starts[(task, setting, bs)][j]
             ax.set_label(f"{task}/{setting}/s{s}")
             rs = groups.get((task, setting, bs, s), [])
             mode = "full batch" if setting == "full" else f"batch size {bs}"
@@ -135,8 +140,9 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
                         hidden_bounds.append(f"{task}/{mode}/s={s}")
                         data["bound_hidden"].append(((task, setting, s), out.tolist()))
             style.ticks_at(ax, [to_float(r["tau"]) for r in rows])
-            if i == nr - 1:
+            if i == nr - 1 or j >= len(row_starts.get(row_keys[i + 1], [])):
                 ax.set_xlabel(r"prefix length $\tau$ (steps)")
+                ax.tick_params(labelbottom=True)
             if j == 0:
                 ax.set_ylabel(r"relative error $\|\hat h - h_T\| / \|h_T\|$")
     n_panels = sum(1 for k in groups)
@@ -151,7 +157,7 @@ def plot_error_vs_tau(rows: Sequence[dict[str, Any]], out_stem: str | Path,
     data["left_out"] = left_out
     style.finish(fig)
     style.legend_below(fig, axes, ncol=3)
-    fig.subplots_adjust(bottom=0.05 + 0.5 / max(1, nr) ** 0.5 * 0.35, top=1 - 0.22 / max(1, nr))
+    fig.subplots_adjust(bottom=0.05 + 0.5 / max(1, nr) ** 0.5 * 0.35, top=1 - 0.32 / max(1, nr))
     fig.suptitle(f"Hypergradient error against prefix length (tasks: {', '.join(tasks) or 'none'}; "
                  "target: exact h_T; mini-batch: the mean of h_T over K batch orders)", fontsize=10)
     style.footnote(fig, notes)

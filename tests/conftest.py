@@ -239,6 +239,10 @@ def assert_fd_close(h: torch.Tensor, fd: torch.Tensor, bound: torch.Tensor, what
     returns the largest error / bound."""
     keep = ~torch.isnan(fd)
     assert keep.any(), "no finite-difference coordinate to compare"
+    # the bound is estimated from the differences themselves: broken differences (e.g. f(+) + f(-)) would
+    # make it as large as they are, so it must stay small against the hypergradient (about 1e-7 relative)
+    tight = float(bound[keep].max()) / max(float(h[keep].abs().max()), 1e-300)
+    assert tight <= 1e-4, f"{what}: the finite-difference error bound is {tight:.3g} of max |h|; the differences are broken"
     ratio = float(((h[keep] - fd[keep]).abs() / bound[keep]).max())
     assert ratio <= 1.0, f"{what}: |h - fd| exceeds the finite-difference error bound {ratio:.3g}x"
     return ratio

@@ -72,6 +72,9 @@ def test_hyperspace_errors():
     with pytest.raises(KeyError):
         space.block("nope")
     assert HyperSpace([]).init_phi().shape == (0,)
+    assert HyperSpace([]).init_phi(F64).dtype == F64  # an empty phi still has the requested dtype
+    # a block without a standard name defaults to the identity transform (TrainingDynamics refuses it later)
+    assert HyperBlock("my_scale").transform == "identity"
 
 
 # ---------------------------------------------------------------------------- TrainingDynamics errors
@@ -85,6 +88,8 @@ def test_dynamics_configuration_errors():
         OptimizerConfig(kind="rmsprop")
     with pytest.raises(ValueError, match="beta1"):
         TrainingDynamics(model, OptimizerConfig(kind="sgd"), HyperSpace([HyperBlock("beta1", init=0.9)]))
+    with pytest.raises(ValueError, match="beta1/beta2"):
+        TrainingDynamics(model, OptimizerConfig(kind="momentum"), HyperSpace([HyperBlock("beta2", init=0.99)]))
     with pytest.raises(ValueError, match="momentum"):
         TrainingDynamics(model, OptimizerConfig(kind="adam"), HyperSpace([HyperBlock("momentum", init=0.9)]))
     with pytest.raises(ValueError, match="loss"):
@@ -92,7 +97,7 @@ def test_dynamics_configuration_errors():
     with pytest.raises(ValueError, match="param_groups"):
         TrainingDynamics(model, OptimizerConfig(), HyperSpace([]), param_groups="neuron")
     dyn = TrainingDynamics(model, OptimizerConfig(), HyperSpace([HyperBlock("lr")]), param_groups="all")
-    assert dyn.n_groups == 1
+    assert dyn.n_groups == 1 and dyn.group_names == ["all"]
 
 
 @pytest.mark.parametrize("kind,n_buf,n_count", [("sgd", 0, 0), ("momentum", 1, 0), ("nesterov", 1, 0), ("adam", 2, 1)])
@@ -106,6 +111,9 @@ def test_state_layout(kind, n_buf, n_count):
     assert not torch.equal(s, dyn.init_state(4, dtype=F64))
     p = dyn.params(s)
     assert p["0.weight"].shape == (5, 4) and p["2.bias"].shape == (3,)
+    # the requested dtype, whatever the model's (float64 here): parameters rounded, buffers zero
+    s32 = dyn.init_state(3, dtype=torch.float32)
+    assert s32.dtype == torch.float32 and torch.equal(s32, s.float())
     torch.testing.assert_close(dyn.flatten_params(p), s[: dyn.n_params])
 
 
@@ -158,6 +166,15 @@ def test_step_matches_torch_optim(kind):
     got = dyn.params(state)
     for name, p in ref.named_parameters():
         torch.testing.assert_close(got[name], p.detach(), rtol=1e-10, atol=1e-12)
+    # the optimizer's buffers by name, each equal to torch.optim's (parameter-sized, in parameter order)
+    buffers = dyn.optimizer_state(state)
+    names = {"sgd": [], "momentum": ["momentum_buffer"], "nesterov": ["momentum_buffer"],
+             "adam": ["exp_avg", "exp_avg_sq"]}[kind]
+    assert sorted(buffers) == sorted(names + (["step"] if kind == "adam" else []))
+    for key in names:
+        want = torch.cat([opt.state[p][key].reshape(-1) for p in ref.parameters()])
+        assert buffers[key].shape == (dyn.n_params,)
+        torch.testing.assert_close(buffers[key], want, rtol=1e-10, atol=1e-12)
 
 
 def test_decoupled_weight_decay_matches_adamw():
@@ -201,6 +218,9 @@ def test_mse_loss_and_metrics():
     # mean of 0.5 * (x_i^T theta - y_i)^2 = 0.5 * (1 + 1 + 4) / 3
     assert float(dyn.loss(state, x, y)) == pytest.approx(1.0)
     assert float(dyn.loss_fn(x, y)(state, torch.zeros(0))) == pytest.approx(1.0)
+    # nonzero targets: 0.5 * mean of (x_i^T theta - y_i)^2 = 0.5 * ((1 - 0.5)^2 + (-1 + 2)^2 + (2 - 3)^2) / 3
+    y = torch.tensor([0.5, -2.0, 3.0], dtype=F64)
+    assert float(dyn.loss(state, x, y)) == pytest.approx(0.5 * (0.25 + 1.0 + 1.0) / 3, rel=1e-15)
     clf = TrainingDynamics(_mlp(), OptimizerConfig(), HyperSpace([]))
     xs, ys = _data(20)
     state = clf.init_state(0, dtype=F64)

@@ -14,6 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from glocal.dynamics import Batch, HyperBlock, HyperSpace, OptimizerConfig, TrainingDynamics
 from glocal.hypergrad import (
+    finite_difference_hypergradient,
     forward_trajectory,
     reverse_hypergradient,
     reverse_window_hypergradients,
@@ -227,7 +228,7 @@ def test_theta0_window_matches(problem_factory, fd_check):
 def test_engines_reject_bad_inputs(problem_factory):
     pb = problem_factory("logreg", "sgd", pretrain=0, window=3)
     dyn, phi, s, batches, val_fn = pb.dyn, pb.phi, pb.state_s, pb.batches, pb.val_fn
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="^batches is empty"):
         forward_trajectory(dyn.step, val_fn, s, phi, [])
     with pytest.raises(ValueError, match="1-D"):
         reverse_hypergradient(dyn.step, val_fn, s[None], phi, batches)
@@ -235,6 +236,8 @@ def test_engines_reject_bad_inputs(problem_factory):
         reverse_hypergradient(dyn.step, val_fn, s, phi, batches, checkpoint=0)
     with pytest.raises(ValueError, match="outside the window"):
         forward_trajectory(dyn.step, val_fn, s, phi, batches, record=[4])
+    with pytest.raises(ValueError, match="record is empty"):
+        forward_trajectory(dyn.step, val_fn, s, phi, batches, record=[])
     with pytest.raises(ValueError, match="record_steps"):
         reverse_window_hypergradients(dyn.step, val_fn, s, phi, batches, [0])
     with pytest.raises(ValueError, match="record_steps is empty"):
@@ -268,6 +271,71 @@ def test_hyperparameters_that_change_nothing_get_zero():
     for ckpt in (None, "graph"):
         h = reverse_window_hypergradients(step, val, state, phi, batches, checkpoint=ckpt).h
         assert torch.equal(h, torch.zeros(4, 2, dtype=phi.dtype)), ckpt
+
+
+def test_steps_that_overwrite_the_state():
+    """A step whose output ignores its input state (state_{t+1} = W_t phi): the state cotangent of every step is
+    empty (autograd returns None) and h_{s->t} = W_t^T W_t phi for val = ||s||^2 / 2, in every engine."""
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in range(4)]
+    state, phi = torch.randn(3, generator=g, dtype=torch.float64), torch.tensor([0.7, -0.4], dtype=torch.float64)
+
+    def step(s, p, W):
+        return W @ p
+
+    def val(s, p):
+        return 0.5 * (s * s).sum()
+
+    closed = torch.stack([W.T @ (W @ phi) for W in batches])
+    torch.testing.assert_close(forward_trajectory(step, val, state, phi, batches).h, closed, rtol=1e-12, atol=0)
+    for ckpt in (None, 1, "sqrt", 3, "graph"):  # 1: a checkpoint at every step, the same as None
+        h = reverse_hypergradient(step, val, state, phi, batches, checkpoint=ckpt).h
+        torch.testing.assert_close(h, closed[-1], rtol=1e-12, atol=0)
+    for ckpt in (None, "graph"):
+        h = reverse_window_hypergradients(step, val, state, phi, batches, checkpoint=ckpt).h
+        torch.testing.assert_close(h, closed, rtol=1e-12, atol=0)
+
+
+def test_finite_differences_and_a_meta_objective_of_phi_alone():
+    """state_{t+1} = a s + phi (a scalar state, q = 1), val = phi s_T + phi^2 / 2, T = 3 steps from s_0:
+    s_T = a^3 s_0 + (1 + a + a^2) phi, so dval/dphi = s_T + phi (1 + a + a^2) + phi exactly; the meta
+    objective's state gradient is phi (never None), and central differences of this quadratic are exact up
+    to round-off."""
+    a, s0, phi = 0.7, torch.tensor([0.4], dtype=torch.float64), torch.tensor([-1.3], dtype=torch.float64)
+
+    def step(s, p, batch):
+        return a * s + p
+
+    def val(s, p):
+        return (p * s).sum() + 0.5 * (p * p).sum()
+
+    geo = 1 + a + a * a
+    sT = a**3 * s0 + geo * phi
+    closed = sT + phi * geo + phi
+    fd = finite_difference_hypergradient(step, val, s0, phi, [None] * 3)
+    torch.testing.assert_close(fd, closed, rtol=1e-9, atol=0)
+    torch.testing.assert_close(forward_trajectory(step, val, s0, phi, [None] * 3).h[-1], closed, rtol=1e-12, atol=0)
+    torch.testing.assert_close(reverse_hypergradient(step, val, s0, phi, [None] * 3).h, closed, rtol=1e-12, atol=0)
+    # a meta objective of phi alone: d val / d state is None for autograd, and h = dval/dphi = 2 phi
+    only_phi = reverse_window_hypergradients(step, lambda s, p: (p * p).sum(), s0, phi, [None] * 3)
+    torch.testing.assert_close(only_phi.h, (2 * phi).expand(3, 1), rtol=1e-15, atol=0)
+    assert bool(torch.isnan(finite_difference_hypergradient(step, val, s0, phi, [None] * 3, indices=[])).all())
+
+
+def test_graph_mode_zero_when_the_meta_objective_depends_on_other_leaves():
+    """phi enters neither the step nor the meta objective, but the meta objective depends on a tensor that
+    requires grad (a fixed reference network's parameter): the recorded value requires grad, phi is unused,
+    and the graph engines still return zeros."""
+    step, val, state, phi, batches = _phi_free_problem()
+    ref = nn.Parameter(torch.linspace(0.5, 1.5, state.numel(), dtype=torch.float64))
+
+    def meta(s, p):
+        return val(s, p) + (ref * s).sum()
+
+    assert torch.equal(reverse_hypergradient(step, meta, state, phi, batches, checkpoint="graph").h,
+                       torch.zeros_like(phi))
+    h = reverse_window_hypergradients(step, meta, state, phi, batches, [2, 4], checkpoint="graph").h
+    assert torch.equal(h, torch.zeros(2, 2, dtype=phi.dtype))
 
 
 def test_graph_mode_hyperparameters_that_change_nothing_get_zero():

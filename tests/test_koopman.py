@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from glocal.koopman import (
     backtest_shrinkage,
+    fixed_point_condition,
     glocal_estimate,
+    growing_share,
     hankel_dmd,
+    optimal_hard_threshold_rank,
     shared_rate_fit,
     shared_rate_grid,
     validate_trajectory,
@@ -159,7 +162,7 @@ def test_hankel_dmd_fit_is_exact_and_record_is_jsonable():
 def test_local_estimator_is_last_row():
     H, tau, _, _ = _system_sequence(2, 3, 3, 1)
     est = glocal_estimate(H[:tau], estimator="local")
-    assert torch.equal(est.value, H[tau - 1]) and not est.fallback
+    assert torch.equal(est.value, H[tau - 1]) and est.fallback is False and est.reason is None
 
 
 # ---------------------------------------------------------------------------- robustness
@@ -295,6 +298,12 @@ def test_wrong_shape_and_arguments_raise():
     with pytest.raises(ValueError, match="energy"):
         hankel_dmd(torch.rand(8, 2, dtype=F64), energy=1.5)
     assert validate_trajectory([1.0, 2.0, 3.0]).shape == (3, 1)
+    with pytest.raises(ValueError, match="boolean"):
+        validate_trajectory(torch.ones(4, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="tau >= 1"):
+        validate_trajectory(torch.zeros(0, 3, dtype=F64))
+    with pytest.raises(ValueError, match="q >= 1"):
+        validate_trajectory(torch.zeros(3, 0, dtype=F64))
 
 
 # ---------------------------------------------------------------------------- scale, precision, collapse
@@ -424,12 +433,44 @@ def test_rank_rules():
     over = hankel_dmd(H, rank_rule="overdetermined")
     assert over.rank == 12 - 3  # r + 1 coefficients per row from tau - 1 = 11 equations, one to spare
     oht = hankel_dmd(H, rank_rule="oht")
-    assert 1 <= oht.rank < full.rank
+    assert 1 <= oht.rank < full.rank and oht.rank_rule == "oht" and over.rank_rule == "overdetermined"
+    # without the constant: r coefficients per row from 11 equations, one to spare; nothing is centred
+    plain = hankel_dmd(H, rank_rule="overdetermined", constant=False)
+    assert plain.rank == 11 - 1 and bool((plain.mean == 0).all()) and bool((plain.c == 0).all())
+    for name in ("A", "c", "U", "mean", "singular_values", "last"):
+        assert getattr(plain, name).dtype == F64, name
     assert hankel_dmd(H, rank=3, rank_rule="overdetermined").rank == 3
     with pytest.raises(ValueError, match="rank_rule"):
         hankel_dmd(H, rank_rule="magic")
     with pytest.raises(ValueError, match="rank"):
         hankel_dmd(H, rank=0)
+    with pytest.raises(ValueError, match="rank"):
+        hankel_dmd(H, rank=True)  # a bool is not a rank
+
+
+def test_optimal_hard_threshold_uses_gavish_donohos_omega():
+    """omega(beta) ~ 0.56 beta^3 - 0.95 beta^2 + 1.82 beta + 1.43 (Gavish & Donoho 2014, eq. 5): 2.86 for a
+    square matrix, 1.834375 for aspect ratio 1/4; the rank counts singular values above omega * median."""
+    ones = [1.0] * 4
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 2.9, 2.8] + ones, dtype=F64), 7, 7) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 2.87, 2.85] + ones, dtype=F64), 7, 7) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 1.84, 1.83] + ones, dtype=F64), 2, 8) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([10.0, 1.84, 1.83] + ones, dtype=F64), 8, 2) == 2
+    assert optimal_hard_threshold_rank(torch.tensor([1.0, 1.0, 1.0], dtype=F64), 3, 3) == 1  # at least one
+    assert optimal_hard_threshold_rank(torch.zeros(3, dtype=F64), 3, 3) == 0
+    assert optimal_hard_threshold_rank(torch.tensor([3.0], dtype=F64), 1, 5) == 1  # one nonzero value: kept
+    assert optimal_hard_threshold_rank(torch.zeros(0, dtype=F64), 0, 5) == 0
+
+
+def test_growing_share_is_zero_without_growing_modes_and_one_when_only_they_move():
+    fit = hankel_dmd(_noisy_modal(0))
+    assert fit.rank > 0 and float(fit.eigenvalues.abs().max()) < 1
+    assert growing_share(fit, torch.zeros(fit.rank, dtype=F64)) == 0.0
+    t = torch.arange(1, 21, dtype=F64)
+    grow = hankel_dmd(2.0 + 1e-3 * 1.2**t)  # one growing mode and the constant
+    assert grow.rank == 1 and float(grow.eigenvalues.abs().max()) == pytest.approx(1.2, rel=1e-10)
+    ystar = torch.linalg.solve(torch.eye(1, dtype=F64) - grow.A, grow.c)
+    assert growing_share(grow, ystar) == pytest.approx(1.0, abs=1e-12)
 
 
 def test_agrees_with_pydmd_dmdc_with_a_constant_input():
@@ -500,6 +541,8 @@ def test_robust_estimate_is_exact_when_kappa_is_one():
     assert not est.fallback, est.reason
     assert d["kappa_raw"] > 1 and d["kappa"] == 1.0
     assert d["rate"] == lam and d["spectral_radius"] == lam and d["residual"] <= 1e-7
+    assert d["timescale"] == pytest.approx(1.0 / (1.0 - lam), rel=1e-12)
+    assert d["eigenvalues"].dtype == torch.complex128 and d["eigenvalues"].tolist() == [complex(lam, 0)]
     assert _rel(est.value, H[tau - 1 + n]) <= 1e-10
     assert _rel(H[tau - 1], H[tau - 1 + n]) > 0.1  # the local hypergradient is far off
 
@@ -531,7 +574,10 @@ def test_robust_and_auto_run_in_float64_and_return_the_input_dtype(estimator):
         assert est.value.dtype == dt
         fit64 = glocal_estimate(x.double(), estimator=estimator, steps_ahead=50)
         assert torch.equal(est.value, fit64.value.to(dt))
-        assert est.diagnostics["kappa"] == fit64.diagnostics["kappa"]
+        # every number of the fit (backtest errors included) is the float64 fit's, bit for bit
+        for key, v in fit64.diagnostics.items():
+            if isinstance(v, float):
+                assert est.diagnostics[key] == v or math.isnan(v) and math.isnan(est.diagnostics[key]), (dt, key)
     lst = glocal_estimate(H.tolist(), estimator=estimator, steps_ahead=50)
     assert lst.value.dtype == F64 and torch.equal(lst.value, glocal_estimate(H, estimator=estimator, steps_ahead=50).value)
 
@@ -589,6 +635,7 @@ def test_robust_and_auto_are_finite_and_guarded(estimator):
     slow = (1.0 - 0.9**t) * torch.tensor([1.0, 2.0], dtype=F64)  # level 1.04x the largest observed norm
     est = glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.0)
     assert est.fallback and est.reason.startswith("norm guard:") and torch.equal(est.value, slow[-1])
+    assert est.diagnostics["backtest_reason"].startswith("norm guard: shared-rate forecast norm")  # the first half too
     assert not glocal_estimate(slow, estimator=estimator, steps_ahead=300, max_norm_ratio=1.1).fallback
     rec = glocal_estimate(_noisy_modal(1), estimator=estimator, steps_ahead=20).to_record()
     text = json.dumps(rec)
@@ -612,6 +659,7 @@ def test_auto_picks_horizon_on_an_exact_modal_system():
     assert torch.equal(auto.value, hz.value) and auto.fallback == hz.fallback
     assert _rel(auto.value, H[tau - 1 + n]) <= 1e-8
     assert d["kappa"] >= 0 and "rate" in d  # the robust diagnostics are kept
+    assert d["robust_fallback"] is False and d["robust_residual"] >= 0 and d["residual"] == hz.diagnostics["residual"]
 
 
 def test_auto_picks_robust_on_a_noisy_shared_rate_trajectory():
@@ -629,3 +677,189 @@ def test_auto_picks_robust_on_a_noisy_shared_rate_trajectory():
     target = H[tau - 1 + n]
     assert _rel(robust.value, target) < _rel(glocal_estimate(noisy, estimator="horizon", steps_ahead=n).value, target)
     assert _rel(robust.value, target) < 0.5 * _rel(noisy[-1], target)
+
+
+# ---------------------------------------------------------------------------- contracts the mutation run found unchecked
+def test_validate_trajectory_keeps_floating_array_dtypes():
+    """A numpy float32 array stays float32 (only lists of Python floats are read as float64)."""
+    import numpy as np
+
+    assert validate_trajectory(np.ones((4, 2), dtype=np.float32)).dtype == torch.float32
+    assert validate_trajectory(np.ones((4, 2), dtype=np.float64)).dtype == F64
+    assert validate_trajectory(np.ones((4, 2), dtype=np.int32)).dtype == F64
+    assert validate_trajectory([[1.0, 2.0], [3.0, 4.0]]).dtype == F64
+    assert validate_trajectory([1, 2, 3]).dtype == F64
+
+
+def test_non_finite_message_lists_five_locations_and_counts_the_rest():
+    traj = torch.ones(8, 3, dtype=F64)
+    traj[1:8, 2] = float("nan")  # 7 entries
+    with pytest.raises(ValueError) as err:
+        validate_trajectory(traj)
+    msg = str(err.value)
+    assert msg.startswith("trajectory has 7 non-finite") and msg.count("(step") == 5 and msg.endswith("and 2 more")
+    traj[1:3, 2] = 0.0  # exactly 5: all listed, nothing more
+    with pytest.raises(ValueError) as err:
+        validate_trajectory(traj)
+    assert str(err.value).count("(step") == 5 and str(err.value).endswith("(step 7, coordinate 2)")
+
+
+def test_energy_rank_is_the_fewest_modes_holding_the_fraction():
+    # eight points on a circle: two equal singular values, the first mode holds exactly half the energy
+    k = torch.arange(8, dtype=F64)
+    circle = torch.stack([torch.cos(2 * math.pi * k / 8), torch.sin(2 * math.pi * k / 8)], dim=1)
+    assert hankel_dmd(circle, energy=0.5).rank == 1
+    assert hankel_dmd(circle, energy=0.5 + 1e-9).rank == 2
+    # a generic trajectory: the count from an independent SVD of the centred snapshots
+    H = _noisy_modal(5, q=6, tau=30)
+    s = torch.linalg.svdvals(H - H.mean(dim=0))
+    frac = torch.cumsum(s**2, 0) / torch.sum(s**2)
+    for energy in (0.5, 0.9, 0.99, 0.9999):
+        want = int((frac < energy).sum()) + 1
+        assert hankel_dmd(H, energy=energy).rank == want, energy
+
+
+def test_three_snapshots_fit_a_geometric_sequence_exactly():
+    """Three steps are two transitions: enough for one mode and the constant (the fewest the fit accepts)."""
+    t = torch.arange(1, 4, dtype=F64)
+    h = 2.0 + 3.0 * 0.5**t
+    est = glocal_estimate(h)
+    assert not est.fallback and est.diagnostics["rank"] == 1, est.reason
+    assert abs(float(est.value) - 2.0) <= 1e-12 * 2.0
+    assert est.diagnostics["spectral_radius"] == pytest.approx(0.5, abs=1e-12)
+    hz = glocal_estimate(h, estimator="horizon", steps_ahead=4)
+    assert abs(float(hz.value) - (2.0 + 3.0 * 0.5**7)) <= 1e-12 * 2.0
+
+
+def test_trivial_fits_are_float64_and_keep_their_fields():
+    """Too few snapshots, and a constant trajectory: rank 0, a NaN residual for the unfitted model, every
+    tensor in float64, the rank rule passed through."""
+    for traj in (torch.ones(2, 3, dtype=torch.float32), torch.full((6, 3), 0.5, dtype=torch.float32)):
+        fit = hankel_dmd(traj, rank_rule="oht")
+        assert fit.rank == 0 and fit.rank_rule == "oht" and fit.q == 3 and fit.delay == 1
+        assert fit.U.shape == (3, 0) and fit.last.shape == (0,) and fit.A.shape == (0, 0) and fit.c.shape == (0,)
+        for name in ("A", "c", "U", "mean", "singular_values", "last"):
+            assert getattr(fit, name).dtype == F64, name
+    assert math.isnan(hankel_dmd(torch.ones(2, 3), rank_rule="oht").residual)
+
+
+def test_fit_residual_is_the_relative_least_squares_misfit():
+    """A two-mode scalar sequence fitted with one delay: the residual equals the closed-form 1-D regression's,
+    and the estimator reports the fit's residual."""
+    t = torch.arange(1, 13, dtype=F64)
+    h = 1.0 + 0.8**t + 0.3 * (-0.5) ** t
+    x0, x1 = h[:-1] - h[:-1].mean(), h[1:] - h[1:].mean()
+    a = float(x0 @ x1) / float(x0 @ x0)
+    want = float(torch.linalg.norm(x1 - a * x0) / torch.linalg.norm(x1))
+    fit = hankel_dmd(h)
+    assert fit.rank == 1 and want > 0.05
+    assert fit.residual == pytest.approx(want, rel=1e-12)
+    assert float(fit.A[0, 0]) == pytest.approx(a, rel=1e-12)
+    assert glocal_estimate(h).diagnostics["residual"] == fit.residual
+
+
+def test_fixed_point_condition_closed_forms():
+    """max(sigma_max(I - A), 1) / sigma_min(I - A)."""
+    assert fixed_point_condition(torch.tensor([[0.5]], dtype=F64)) == pytest.approx(2.0, rel=1e-15)
+    assert fixed_point_condition(torch.tensor([[-3.0]], dtype=F64)) == pytest.approx(1.0, rel=1e-15)
+    assert fixed_point_condition(torch.diag(torch.tensor([0.5, -2.0], dtype=F64))) == pytest.approx(6.0, rel=1e-15)
+    assert fixed_point_condition(torch.diag(torch.tensor([0.9, 0.2], dtype=F64))) == pytest.approx(10.0, rel=1e-13)
+    assert fixed_point_condition(torch.eye(2, dtype=F64)) == float("inf")
+
+
+def test_shared_rate_fit_of_a_constant_trajectory_has_zero_residual():
+    fit = shared_rate_fit(torch.full((10, 3), -1.5, dtype=F64))
+    assert fit.residual == 0.0 and bool((fit.residuals == 0).all())
+    torch.testing.assert_close(fit.level, torch.full((3,), -1.5, dtype=F64), rtol=1e-15, atol=0)
+    assert bool((fit.amplitude == 0).all())
+    with pytest.raises(ValueError, match="n_rates"):
+        shared_rate_grid(10, n_rates=True)  # a bool is not a count
+
+
+def test_backtest_shrinkage_reads_any_floating_dtype():
+    """kappa = clip(<d_m, d_r> / ||d_m||^2, 0, 1): here 10 / 5 = 2, clipped to 1; the same in float32 and float16."""
+    dm = torch.tensor([1.0, 2.0], dtype=F64)
+    for dt in (F64, torch.float32, torch.float16):
+        assert backtest_shrinkage(dm, torch.tensor([2.0, 4.0], dtype=dt)) == (1.0, 2.0)
+        assert backtest_shrinkage(dm.to(dt), torch.tensor([0.5, 0.0], dtype=F64)) == (0.1, 0.1)
+
+
+def test_diagnostics_are_complete_on_every_path():
+    """tau on every path; rank 0 when the delay is too long; the robust estimator's one mode, its undefined
+    condition number and kappa = 0 when the window is too short for the backtest; auto's backtest NaN there."""
+    traj = _noisy_modal(3, q=3, tau=20)
+    for estimator in ("limit", "horizon", "robust", "auto", "local"):
+        for x in (traj, traj[:2], torch.full((12, 3), 2.5, dtype=F64)):  # fitted, too short, constant
+            est = glocal_estimate(x, estimator=estimator, steps_ahead=5)
+            d = est.diagnostics
+            assert d["tau"] == x.shape[0] and d["degenerate"] is False and d["growing"] is False, (estimator, d)
+            assert d["eigenvalues"].dtype == torch.complex128, (estimator, d)
+            assert isinstance(est.fallback, bool)
+            if estimator != "local":
+                assert "condition_number" in d and "residual" in d, (estimator, d)
+    # the robust diagnostics have the same keys whether or not the window allows the backtest
+    assert set(glocal_estimate(traj[:5], estimator="robust", steps_ahead=5).diagnostics) == set(
+        glocal_estimate(traj, estimator="robust", steps_ahead=5).diagnostics)
+    # tau = 6: the shortest window with a backtest (its first half has 3 rows)
+    d6 = glocal_estimate(traj[:6], estimator="auto", steps_ahead=5).diagnostics
+    assert math.isfinite(d6["backtest_horizon"]) and d6["backtest_horizon_fallback"] in (True, False)
+    assert glocal_estimate(torch.full((12, 3), 2.5, dtype=F64), estimator="robust", steps_ahead=5).diagnostics[
+        "constant"] is True
+    assert glocal_estimate(traj).diagnostics["scale"] == float(torch.linalg.norm(traj, dim=1).max())
+    long_delay = glocal_estimate(traj[:2], delay=3)
+    assert long_delay.fallback and long_delay.diagnostics["rank"] == 0 and long_delay.diagnostics["tau"] == 2
+    for estimator in ("robust", "auto"):
+        for x in (traj, traj[:5]) if estimator == "robust" else (traj[:5],):  # auto may choose horizon on traj
+            d = glocal_estimate(x, estimator=estimator, steps_ahead=5).diagnostics
+            assert d["rank"] == 1 and d["delay"] == 1 and math.isnan(d["condition_number"]), (estimator, d)
+        short = glocal_estimate(traj[:5], estimator=estimator, steps_ahead=5)
+        assert short.fallback and short.diagnostics["kappa"] == 0.0
+    d = glocal_estimate(traj[:5], estimator="auto", steps_ahead=5).diagnostics
+    assert isinstance(d["backtest_horizon"], float) and math.isnan(d["backtest_horizon"])
+
+
+def test_horizon_refuses_to_freeze_growing_modes_without_a_fixed_point():
+    """h_t = t + 1e-3 1.1^t: a growing mode and a double eigenvalue 1 (I - A singular). Horizon clips the
+    growing mode but has no fixed point to freeze it about: it falls back and says so."""
+    t = torch.arange(1, 31, dtype=F64)
+    h = t + 1e-3 * 1.1**t
+    hz = glocal_estimate(h, delay=3, estimator="horizon", steps_ahead=12)
+    assert hz.fallback and hz.reason.startswith("growing modes with an ill-conditioned fit"), hz.reason
+    assert hz.diagnostics["n_clipped"] >= 1 and hz.diagnostics["condition_number"] > 1e8
+    assert float(hz.value) == float(h[-1])
+
+
+def test_record_reports_reason_and_the_float64_norm():
+    """to_record: the reason as given, and the norm of the value computed in float64 (not in bfloat16)."""
+    H = _noisy_modal(2)
+    est = glocal_estimate(H.to(torch.bfloat16), estimator="horizon", steps_ahead=30)
+    rec = est.to_record()
+    assert rec["norm"] == float(torch.linalg.norm(est.value.double()))
+    t = torch.arange(1, 11, dtype=F64)
+    guarded = glocal_estimate((1.0 - 0.999**t)[:, None] * torch.tensor([1.0, 2.0], dtype=F64))
+    assert guarded.fallback and guarded.to_record()["reason"] == guarded.reason and guarded.reason.startswith("norm guard:")
+
+
+def test_fit_options_reach_every_fit():
+    """rtol reaches the fit of limit and horizon; auto's first-half horizon backtest uses the same options."""
+    H = _noisy_modal(6, q=5, tau=30)
+    cut = hankel_dmd(H, rtol=1e-2).rank
+    assert cut < hankel_dmd(H).rank
+    for estimator in ("limit", "horizon"):
+        assert glocal_estimate(H, estimator=estimator, rtol=1e-2, steps_ahead=5).diagnostics["rank"] == cut
+    tb = H.shape[0] // 2
+    for opts in ({"rank": 1}, {"delay": 2}, {"rtol": 1e-2}):
+        d = glocal_estimate(H, estimator="auto", steps_ahead=5, **opts).diagnostics
+        half = glocal_estimate(H[:tb], estimator="horizon", steps_ahead=H.shape[0] - tb, **opts)
+        assert d["backtest_horizon"] == float(torch.linalg.norm(half.value - H[-1])), opts
+        plain = glocal_estimate(H[:tb], estimator="horizon", steps_ahead=H.shape[0] - tb)
+        assert not torch.equal(half.value, plain.value), opts  # the option matters here
+
+
+def test_direction_is_the_linear_part_of_point():
+    """point(y + v) - point(y) = direction(v): the map from coordinates back to a hypergradient is affine."""
+    fit = hankel_dmd(_noisy_modal(4, q=3), delay=2)
+    g = torch.Generator().manual_seed(0)
+    y, v = torch.randn(fit.rank, generator=g, dtype=F64), torch.randn(fit.rank, generator=g, dtype=F64)
+    torch.testing.assert_close(fit.point(y + v) - fit.point(y), fit.direction(v), rtol=1e-12, atol=1e-15)
+    assert fit.direction(v).shape == (3,)
