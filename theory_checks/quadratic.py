@@ -67,9 +67,13 @@ def divided_power(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Te
     diff = x - y
     s = x + y
     same = (x * y > 0) & (diff.abs() < 0.5 * s.abs())
-    # direct branch
-    safe_diff = torch.where(same | (diff == 0), torch.ones_like(diff), diff)
-    direct = (torch.pow(x, t) - torch.pow(y, t)) / safe_diff
+    # direct branch, on x and y divided by a = max(|x|, |y|) so that x^t and y^t cannot underflow
+    # (x = 0, y = 6e-254, t = 2: y^2 is 0 in float64 but D = y)
+    a = torch.maximum(x.abs(), y.abs())
+    a = torch.where(a > 0, a, torch.ones_like(a))
+    safe_diff = torch.where(same | (diff == 0), torch.ones_like(diff), diff / a)
+    direct = torch.pow(a, t - 1) * (torch.pow(x / a, t) - torch.pow(y / a, t)) / safe_diff
+    direct = torch.where(t == 0, torch.zeros_like(direct), direct)
     # stable branch (only meaningful where `same`)
     m = torch.where(same, s / 2, torch.ones_like(s))
     r = torch.where(same, diff / torch.where(same, s, torch.ones_like(s)), torch.zeros_like(s))
