@@ -41,7 +41,7 @@ def _value_key(v: str) -> tuple[int, float, str]:
 
 def _fmt_value(v: str) -> str:
     f = to_float(v)
-    return f"{f:g}" if math.isfinite(f) else str(v)
+    return f"{f:g}" if math.isfinite(f) else {"overdetermined": "overdet."}.get(str(v), str(v))
 
 
 def summarize(rows: Sequence[dict[str, str]]) -> list[dict[str, Any]]:
@@ -136,6 +136,11 @@ def plot_ablation_extract(rows: Sequence[dict[str, str]], out_stem: str | Path, 
                 continue
             cats = sorted({r["value"] if axis != "tau" else str(r["prefix length tau"]) for r in sel}, key=_value_key)
             xpos = {c: k for k, c in enumerate(cats)}
+            tw = None
+            if mode == "cost" and axis == "stride":  # one second axis per panel, shared by the tasks
+                tw = ax.twinx()
+                tw.set_ylabel("recorded steps", color="#9467bd", fontsize=7)
+                tw.tick_params(axis="y", labelsize=7, colors="#9467bd")
             for n, task in enumerate(tasks):
                 mk = TASK_MARKERS[n % len(TASK_MARKERS)]
                 rs = [r for r in sel if r["task"] == task]
@@ -149,11 +154,9 @@ def plot_ablation_extract(rows: Sequence[dict[str, str]], out_stem: str | Path, 
                     cs = sorted(byv, key=_value_key)
                     ax.plot([xpos[c] for c in cs], [float(np.nanmean(byv[c])) for c in cs], marker=mk, color="k",
                             lw=1, label=f"{task}: fit wall time")
-                    if axis == "stride":
-                        tw = ax.twinx()
+                    if tw is not None:
                         tw.plot([xpos[c] for c in cs], [rec[c] for c in cs], marker=mk, color="#9467bd", ls="--",
                                 lw=1, label=f"{task}: recorded steps")
-                        tw.set_ylabel("recorded steps", color="#9467bd", fontsize=7)
                     continue
                 cs = sorted(rs, key=lambda r: _value_key(r["value"] if axis != "tau" else str(r["prefix length tau"])))
                 xs = [xpos[r["value"] if axis != "tau" else str(r["prefix length tau"])] for r in cs]
@@ -163,9 +166,10 @@ def plot_ablation_extract(rows: Sequence[dict[str, str]], out_stem: str | Path, 
                         lw=1, mfc="none", label=f"{task}: local")
                 fallbacks[0] += sum(r["fallbacks"] for r in cs)
                 fallbacks[1] += sum(r["n_rows"] for r in cs)
-            ax.set_xticks(range(len(cats)), [_fmt_value(c) for c in cats], fontsize=7,
-                          rotation=30 if axis == "rank_rule" else 0)
+            ax.set_xticks(range(len(cats)), [_fmt_value(c) for c in cats], fontsize=7)
             ax.set_yscale("log")
+            style.plain_log_labels(ax.yaxis)
+            ax.tick_params(axis="y", which="both", labelsize=7)
             if i == 0:
                 ax.set_title(label, fontsize=8)
             if i == len(modes):
