@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -225,6 +226,16 @@ def run_record(task: NQMTask, base: str, hyperlog: Sequence[Mapping[str, Any]], 
 
 
 # ---------------------------------------------------------------------------------------- CLI
+
+def task_answer_key(config: Mapping[str, Any], task: Any, path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The answer key of an NQM task for a run of it (read from ``path``, else computed); None for a task
+    of another kind, whose runs take no ``--answer-key``."""
+    if getattr(task, "kind", None) != "nqm":
+        if path is not None:
+            raise ConfigError(f"--answer-key: task {task.name!r} is not of kind nqm")
+        return None
+    return read_answer_key(path, task) if path is not None else answer_key_document(config, task.name)
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
     """Arguments of ``glocal nqm``."""
     p.add_argument("what", choices=["key", "bias"],

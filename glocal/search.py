@@ -430,9 +430,9 @@ def run_search(
     dtype = resolve_dtype(config.get("dtype", "float32"))
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
-    from glocal.train import _nqm_answer_key
+    from glocal.nqm_runs import task_answer_key
 
-    key = _nqm_answer_key(config, t, answer_key)
+    key = task_answer_key(config, t, answer_key)
     # n_trials stays out of the fingerprint: raising it extends a finished study.
     tcfg = {k: v for k, v in task_config(config, task).items() if k != "strategy_options"}
     fp_obj = {"data": config.get("data"), "device": str(device), "dtype": str(dtype), "task": task, "tcfg": tcfg,

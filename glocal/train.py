@@ -502,7 +502,9 @@ def run_experiment(
     check_run(config, task, strategy)
     torch.manual_seed(seed)
     t = build_task(config, task, seed, device, dtype)
-    key = _nqm_answer_key(config, t, answer_key)
+    from glocal.nqm_runs import task_answer_key
+
+    key = task_answer_key(config, t, answer_key)
     resolved = {"config": dict(config), "task": task, "strategy": strategy, "seed": seed, "options": opts}
     fp = fingerprint(resolved)
     if progress is None:
@@ -575,17 +577,6 @@ def run_or_reuse(config: Mapping[str, Any], task: str, strategy: str, seed: int,
     except (OSError, ValueError):
         pass
     return run_experiment(config, task, strategy, seed, out, progress=progress)
-
-
-def _nqm_answer_key(config: Mapping[str, Any], task: Any, path: str | os.PathLike | None) -> dict[str, Any] | None:
-    """The answer key of an NQM task (read from ``path``, else computed); None for other tasks."""
-    if getattr(task, "kind", None) != "nqm":
-        if path is not None:
-            raise ConfigError(f"--answer-key: task {task.name!r} is not of kind nqm")
-        return None
-    from glocal.nqm_runs import answer_key_document, read_answer_key
-
-    return read_answer_key(path, task) if path is not None else answer_key_document(config, task.name)
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
