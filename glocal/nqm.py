@@ -748,8 +748,9 @@ def _to_search(problem: NoisyQuadratic, lrs: Sequence[float], mom: float, length
     return out
 
 
-def _lbfgs(fun, x0: np.ndarray, bounds, maxiter: int) -> tuple[np.ndarray, float, int, str]:
-    """L-BFGS-B on a torch scalar function with its autograd gradient."""
+def _counted_value_and_grad(fun):
+    """(f, count): f(x) = (fun(x), its autograd gradient) on a float64 numpy vector, for scipy;
+    count[0] counts the calls."""
     count = [0]
 
     def f(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -758,6 +759,13 @@ def _lbfgs(fun, x0: np.ndarray, bounds, maxiter: int) -> tuple[np.ndarray, float
         v = fun(xt)
         (g,) = torch.autograd.grad(v, xt)
         return float(v.detach()), g.numpy().astype(np.float64)
+
+    return f, count
+
+
+def _lbfgs(fun, x0: np.ndarray, bounds, maxiter: int) -> tuple[np.ndarray, float, int, str]:
+    """L-BFGS-B on a torch scalar function with its autograd gradient."""
+    f, count = _counted_value_and_grad(fun)
 
     res = optimize.minimize(f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                             options={"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-11, "maxcor": 30})
@@ -771,14 +779,7 @@ def _newton_polish(fun, x0: np.ndarray, maxiter: int = 50) -> tuple[np.ndarray, 
     trade off through alpha / (1 - beta)), where L-BFGS-B stalls at a gradient of 1e-3; a
     few exact Newton steps converge to the ridge's optimum. Monotone: never worse than x0.
     """
-    count = [0]
-
-    def f(x: np.ndarray) -> tuple[float, np.ndarray]:
-        count[0] += 1
-        xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-        v = fun(xt)
-        (g,) = torch.autograd.grad(v, xt)
-        return float(v.detach()), g.numpy().astype(np.float64)
+    f, count = _counted_value_and_grad(fun)
 
     def hess(x: np.ndarray) -> np.ndarray:
         count[0] += x.size
