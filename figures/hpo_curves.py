@@ -168,8 +168,7 @@ def plot_hpo_curves(runs: Mapping[str, Mapping[int, Run]], task: str, out_stem: 
     fig.suptitle(f"task {task}: loss of each strategy's final training run "
                  f"(line: mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}, band: min-max)", fontsize=10)
     style.finish(fig)
-    style.legend_below(fig, axes, ncol=3)
-    fig.subplots_adjust(bottom=0.2)
+    style.room_below(fig, style.legend_below(fig, axes, ncol=4), extra=0.02)
     style.footnote(fig, notes[:8] + (["..."] if len(notes) > 8 else []), y=0.0)
     data.update(style.save(fig, out_stem))
     data["notes"] = notes

@@ -114,8 +114,9 @@ def empty(ax, text: str) -> None:
     ax.grid(False)
 
 
-def legend_below(fig, axes, ncol: int | None = None, extra: list | None = None) -> None:
-    """One legend for the whole figure, below the panels (hides no data), deduplicated by label."""
+def legend_below(fig, axes, ncol: int | None = None, extra: list | None = None) -> int:
+    """One legend for the whole figure, below the panels (hides no data), deduplicated by label; returns its
+    number of rows."""
     handles, labels = [], []
     for ax in np.ravel(axes):
         for hd, lb in zip(*ax.get_legend_handles_labels()):
@@ -132,8 +133,16 @@ def legend_below(fig, axes, ncol: int | None = None, extra: list | None = None) 
         key = [(rank.get(h, len(rank)), i) for i, h in enumerate(heads)]
         handles, labels = zip(*[(h, lb) for _, h, lb in sorted(zip(key, handles, labels), key=lambda t: t[0])])
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=ncol or min(len(labels), 4), frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
+        ncol = ncol or min(len(labels), 4)
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
+        return -(-len(labels) // ncol)
+    return 0
+
+
+def room_below(fig, legend_rows: int, extra: float = 0.07) -> None:
+    """Leave room under the panels for ``legend_rows`` rows of legend and the x labels above it."""
+    row = 0.21 / fig.get_figheight()  # one legend row of 9-point text, as a fraction of the height
+    fig.subplots_adjust(bottom=extra + row * legend_rows + 0.45 / fig.get_figheight())
 
 
 def finish(fig, bottom: float | None = None) -> None:
