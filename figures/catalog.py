@@ -189,6 +189,13 @@ FIGURES: list[Figure] = [
            "fell back to local are counted under the figure. Below the dotted line = the setting helps.",
            ("relative error", "prefix length", "window start", "time-delay depth", "energy threshold",
             "record stride", "wall time", "recorded steps", "fallback")),
+    Figure("ablation_hpo", "figures.ablation_hpo", "Ablation of the glocal options on the HPO outcome",
+           "One column per glocal option of ablation.hpo.axes, varied alone from ablation.hpo.base, each value one "
+           "glocal run of the ablation's task per seed ('task's': the task's own value of the option). Top: the "
+           "final validation loss (solid) and test loss (dashed) of the run; bottom: its wall time; mean over "
+           "seeds. The windows whose fit fell back to the local hypergradient are counted under the figure. A "
+           "flat top row means the outcome does not depend on the option; the bottom row is what the option costs.",
+           ("validation loss", "test loss", "wall time", "fallback")),
     Figure("sensitivity", "figures.sensitivity", "Sensitivity to the starting point",
            "One row per task: the final test loss (left) and the learned hyperparameters at the end of the run "
            "(right) against the starting value, one colour per strategy (mean over seeds). Task lr: the inner "
@@ -255,6 +262,11 @@ TABLES: list[Table] = [
           "fit wall time.",
           ("relative error", "ratio to local", "prefix length", "fallback", "recorded steps", "wall time"),
           "table_ablation_extract"),
+    Table("ablation_hpo.md / .csv / .html", "ablation_hpo.csv",
+          "The HPO ablation (`glocal ablate hpo`) per axis (a glocal option of ablation.hpo.axes) and value: the "
+          "final validation loss and test loss and the wall time of the run, mean over seeds, and the windows "
+          "whose fit fell back to local among all windows, summed over seeds.",
+          ("validation loss", "test loss", "wall time", "fallback"), "table_ablation_hpo"),
     Table("sensitivity.md / .csv / .html", "sensitivity.csv",
           "Sensitivity to the starting point (`glocal sensitivity`): per task, starting value and strategy, the "
           "final test loss and the learned learning rate or example weights, mean ± std over seeds.",

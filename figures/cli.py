@@ -2,8 +2,8 @@
 
 Layout read: results/runs/{task}/{strategy}/seed{seed}/, results/extract/{task}/, results/analysis/,
 results/theory/, results/bench/cost.csv, results/nqm/{task}/ (tasks of kind nqm), results/ablation/extract/{task}/,
-results/sensitivity/{task}/{start}/. A figure whose inputs are missing is still written, saying so; a figure that
-fails to draw is replaced by one showing the error and the exit status becomes 1.
+results/ablation/hpo/{axis}/, results/sensitivity/{task}/{start}/. A figure whose inputs are missing is still written,
+saying so; a figure that fails to draw is replaced by one showing the error and the exit status becomes 1.
 """
 
 from __future__ import annotations
@@ -152,6 +152,11 @@ def render_all(results: Path, out: Path, config: dict[str, Any] | None = None,
 
         draw("ablation_extract", lambda: ablation.plot_ablation_extract(
             ablation_rows(results, config, tasks), out / "ablation_extract"))
+    if "ablation_hpo" in names:
+        from figures import ablation_hpo
+
+        draw("ablation_hpo", lambda: ablation_hpo.plot_ablation_hpo(
+            ablation_hpo.load(ablation_hpo.index_paths(results, config)), out / "ablation_hpo"))
     if "sensitivity" in names:
         from figures import sensitivity
 

@@ -31,6 +31,7 @@ SUMMARY_FIELDS = (["task", "strategy", "n_seeds", "n_expected_seeds", "missing_s
 HTML_TABLES = {"summary": "Summary", "paired": "Paired differences", "budget": "Equal budgets",
                "error_vs_tau": "Error against prefix length", "theory": "Theory checks",
                "nqm": "The noisy quadratic model", "ablation_extract": "Ablations: extraction",
+               "ablation_hpo": "Ablations: HPO outcome",
                "sensitivity": "Sensitivity to the starting point"}
 
 
@@ -280,6 +281,11 @@ def run(args: argparse.Namespace) -> int:
     arows = ablation.table_rows(ablation_rows(results, config, tasks))
     atomic_write_csv(out / "ablation_extract.csv", arows, ablation.TABLE_FIELDS)
     atomic_write_text(out / "ablation_extract.md", ablation.table_markdown(arows))
+    from figures import ablation_hpo
+
+    hrows = ablation_hpo.table_rows(ablation_hpo.summarize(ablation_hpo.load(ablation_hpo.index_paths(results, config))))
+    atomic_write_csv(out / "ablation_hpo.csv", hrows, ablation_hpo.TABLE_FIELDS)
+    atomic_write_text(out / "ablation_hpo.md", ablation_hpo.table_markdown(hrows))
     srows = sensitivity.table_rows(sensitivity.summarize(sensitivity.load(sensitivity.index_paths(results, config))))
     atomic_write_csv(out / "sensitivity.csv", srows, sensitivity.TABLE_FIELDS)
     atomic_write_text(out / "sensitivity.md", sensitivity.table_markdown(srows))

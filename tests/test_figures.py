@@ -162,6 +162,33 @@ def write_search(root: Path, task: str, strat: str, seed: int) -> None:
                                                 "time": {"total": cum}, "n_training_runs": 4}))
 
 
+#: the synthetic HPO ablation: {(axis, label): [(val_loss, test_loss, wall time, fallbacks, windows) per seed]}
+ABLATION_HPO = {("delay", "1"): [(0.4, 0.5, 2.0, 1, 10), (0.6, 0.7, 4.0, 3, 10)],
+                ("delay", "2"): [(0.3, 0.2, 3.0, 0, 10), (0.5, 0.4, 5.0, 2, 10)],
+                ("window", "default"): [(0.2, 0.3, 1.0, 0, 5), (0.2, 0.3, 1.0, 0, 5)],
+                ("window", "20"): [(0.1, 0.2, 6.0, 4, 8), (0.3, 0.2, 8.0, 0, 8)]}
+
+
+def write_ablation_hpo(root: Path) -> None:
+    """results/ablation/hpo/{axis}/: an index per axis and a summary.json per run, as `glocal ablate hpo` writes."""
+    values = {"1": 1, "2": 2, "default": None, "20": 20}
+    for axis in ("delay", "window"):
+        runs = []
+        for (ax, label), per_seed in ABLATION_HPO.items():
+            if ax != axis:
+                continue
+            for seed, (val, test, wall, fallbacks, windows) in enumerate(per_seed):
+                d = root / "ablation" / "hpo" / axis / label / f"seed{seed}"
+                d.mkdir(parents=True)
+                (d / "summary.json").write_text(json.dumps({
+                    "final": {"val_loss": val, "test_loss": test}, "time": {"total": wall},
+                    "fit_health": {"windows": windows, "fallbacks": fallbacks}}))
+                runs.append({"axis": axis, "label": label, "value": values[label], "seed": seed,
+                             "variant": f"ablation_{axis}_{label}", "path": f"{label}/seed{seed}"})
+        (root / "ablation" / "hpo" / axis / "index.json").write_text(
+            json.dumps({"task": "reweight", "axis": axis, "runs": runs}))
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     style.apply(dpi=60)  # fast PNGs in tests (the CLI default is 300)
@@ -202,6 +229,7 @@ def results(tmp_path_factory) -> Path:
                 "task": task, "kind": task, "start": start, "parameter": parameter, "value": value, "initial": initial,
                 "runs": [{"strategy": st, "seed": 0, "path": str(root / "runs" / task / st / "seed0")}
                          for st in ("fixed", "glocal", "global")]}))
+    write_ablation_hpo(root)
     for task in NQM_TASKS:
         for strat in NQM_STRATEGIES:
             for seed in (0, 1):
@@ -265,7 +293,9 @@ def _ok(paths):
 CONFIG = {"tasks": {"lr": {}, "reweight": {}, "nqm": {"kind": "nqm"}, "nqm_sampled": {"kind": "nqm"}},
           "strategies": ["fixed", "local", "glocal", "global", "random", "tpe", "glocal_robust"],
           "seeds": [0, 1], "sensitivity": {"strategies": ["fixed", "glocal", "global"],
-                                           "tasks": {"lr": {"lr_factors": [0.1, 1]}, "reweight": {"init_weights": [0.9]}}}}
+                                           "tasks": {"lr": {"lr_factors": [0.1, 1]}, "reweight": {"init_weights": [0.9]}}},
+          "ablation": {"hpo": {"enabled": True, "task": "reweight", "seeds": [0, 1],
+                               "axes": [{"option": "delay", "values": [1, 2]}, {"option": "window", "values": [None, 20]}]}}}
 
 
 @pytest.fixture(scope="module")
@@ -389,6 +419,37 @@ def test_tables_declare_their_columns(results, tmp_path):
         if declared - catalog.quantities_named(page):
             problems.append(f"{t.csv}: its HTML page does not show {sorted(declared - catalog.quantities_named(page))}")
     assert not problems, "\n".join(problems)
+
+
+def test_ablation_hpo_table_and_figure_show_the_mean_over_seeds(results, rendered, tmp_path):
+    """The HPO ablation table has one row per axis and value, in the order of the axes and values (the task's own
+    value first), with the mean over seeds of the final losses and wall time and the fallbacks summed; the figure
+    draws the same means and counts the fallbacks under it."""
+    p = argparse.ArgumentParser()
+    tables.configure_parser(p)
+    out = tmp_path / "tables"
+    assert tables.run(p.parse_args(["--results", str(results), "--out", str(out), "--readme",
+                                    str(tmp_path / "README.md")])) == 0
+    rows = list(csv.DictReader((out / "ablation_hpo.csv").open()))
+    assert [(r["axis"], r["value"]) for r in rows] == [("delay", "1"), ("delay", "2"), ("window", "task's"),
+                                                       ("window", "20")]
+    delay1 = rows[0]
+    assert float(delay1["validation loss (final)"]) == pytest.approx(0.5)
+    assert float(delay1["test loss (final)"]) == pytest.approx(0.6)
+    assert float(delay1["wall time (s)"]) == pytest.approx(3.0)
+    assert (delay1["n_seeds"], delay1["fallbacks"], delay1["windows"]) == ("2", "4", "20")
+    assert float(rows[3]["validation loss (final)"]) == pytest.approx(0.2)
+    assert "| reweight | window | task's | 2 | 0 |" in (out / "ablation_hpo.md").read_text()
+    _, done = rendered
+    lines = done["ablation_hpo"]["lines"]
+    delay_loss = next(v for k, v in lines.items() if k.startswith("delay/loss"))
+    assert delay_loss["validation loss"][1] == pytest.approx([0.5, 0.4])
+    assert delay_loss["test loss"][1] == pytest.approx([0.6, 0.3])
+    wall = next(v for k, v in lines.items() if k.startswith("window/wall time"))
+    assert wall["wall time of the run"][1] == pytest.approx([1.0, 7.0])
+    total = sum(f for per_seed in ABLATION_HPO.values() for *_, f, _ in per_seed)
+    windows = sum(w for per_seed in ABLATION_HPO.values() for *_, w in per_seed)
+    assert f"fell back to local: {total} of {windows}" in done["ablation_hpo"]["text"]
 
 
 def test_tables_and_figures_read_only_the_configs_runs(results, tmp_path):

@@ -173,6 +173,8 @@ def test_dry_run(wf: Path, configfile: str | None):
     starts = sum(len(spec.get("lr_factors") or spec.get("init_weights") or []) for t, spec
                  in cfg["sensitivity"]["tasks"].items() if t in tasks)
     assert starts and stats["sensitivity"] == starts  # one job per task and starting value
+    hpo = cfg["ablation"]["hpo"]  # one job per axis, only when enabled (both configs enable it)
+    assert hpo["enabled"] and stats["ablation_hpo"] == len(hpo["axes"])
     for rule in ("analysis", "theory", "figures", "tables", "all"):
         assert stats[rule] == 1, stats
     # a readable log: no line lists every file of every run (figures and tables depend on the runs through
@@ -288,12 +290,12 @@ def test_gpu_requested_only_for_cuda(wf: Path):
         for rule, body in blocks:
             m = re.search(r"resources: (.*)", body)
             res = dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {}
-            if rule in ("train", "train_weights", "train_nqm", "extract", "bench", "sensitivity"):  # sensitivity: runs
+            if rule in ("train", "train_weights", "train_nqm", "extract", "bench", "sensitivity", "ablation_hpo"):  # runs
                 assert res.get("gpu", "0") == gpus, (rule, res)
                 seen.add(rule)
             else:
                 assert res.get("gpu", "0") == "0", (rule, res)
-        assert seen == {"train", "train_weights", "train_nqm", "extract", "bench", "sensitivity"}
+        assert seen == {"train", "train_weights", "train_nqm", "extract", "bench", "sensitivity", "ablation_hpo"}
 
 
 def test_expected_figures_listed_once(wf: Path):
@@ -611,9 +613,10 @@ def test_smoke_end_to_end(tmp_path: Path):
     out = output_of(proc)
     assert proc.returncode == 0, out
     # lr and reweight: glocal and local; lr_gru: glocal; the sensitivity starts run glocal (one job per start);
+    # the HPO ablation's record_stride axis runs glocal with the task's window;
     # the two NQM tasks: their answer keys and bias curves do not depend on the window
     assert job_stats(out) == {"train": 3, "train_weights": 2, "train_nqm": 4, "runs_index": 5, "sensitivity": 2,
-                              "figures": 1,
+                              "ablation_hpo": 1, "figures": 1,
                               "tables": 1, "all": 1}
     assert set(re.findall(r"strategy=(\w+)", out)) == {"glocal", "local"}
     # (the dry run above wrote another results/config/<hash>.yaml; the smoke config's is unchanged)

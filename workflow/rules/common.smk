@@ -107,6 +107,7 @@ FIGURE_SPECS = [
     ("theory_spectrum", "Theory", lambda: True),
     ("baselines_{task}", "Baselines", lambda: True),
     ("ablation_extract", "Ablations", lambda: bool(ABLATION_EXTRACT_TASKS)),
+    ("ablation_hpo", "Ablations", lambda: bool(ABLATION_HPO_AXES)),
     ("sensitivity", "Sensitivity", lambda: bool(SENSITIVITY_STARTS)),
     ("nqm_learned_lr", "Noisy quadratic model", lambda: any(t in NQM_TASKS for t in TASKS)),
     ("nqm_short_horizon_bias", "Noisy quadratic model", lambda: any(t in NQM_TASKS for t in TASKS)),
@@ -151,6 +152,7 @@ def figure_outputs(fmt):
 # tables written only when their part of the pipeline runs: (stem, condition); each as .md, .csv and .html
 OPTIONAL_TABLE_SPECS = [
     ("ablation_extract", lambda: bool(ABLATION_EXTRACT_TASKS)),
+    ("ablation_hpo", lambda: bool(ABLATION_HPO_AXES)),
     ("sensitivity", lambda: bool(SENSITIVITY_STARTS)),
 ]
 
@@ -226,6 +228,7 @@ def all_targets():
         + theory_files()
         + bench_files()
         + ablation_files()
+        + ablation_hpo_files()
         + sensitivity_files()
         + figure_paths("png")
         + figure_paths("pdf")

@@ -31,6 +31,7 @@ rule figures:
         theory=theory_files(),
         bench=bench_files(),
         ablation=ablation_files(),
+        ablation_hpo=ablation_hpo_files(),
         sensitivity=sensitivity_files(),
         nqm=nqm_figure_files(),
     output:
@@ -64,6 +65,7 @@ rule tables:
         analysis=analysis_files(),
         theory=theory_files(),
         ablation=ablation_files(),
+        ablation_hpo=ablation_hpo_files(),
         sensitivity=sensitivity_files(),
     output:
         **table_outputs(),

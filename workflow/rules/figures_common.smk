@@ -33,6 +33,7 @@ REPORT_TABLES = [
     ("error_vs_tau.html", "table_error_vs_tau", "error against tau"),
     ("theory.html", "table_theory", "theory checks"),
     ("ablation_extract.html", "table_ablation_extract", "ablation: extraction"),
+    ("ablation_hpo.html", "table_ablation_hpo", "ablation: HPO"),
     ("sensitivity.html", "table_sensitivity", "sensitivity"),
     ("nqm.html", "table_nqm", "noisy quadratic model"),
 ]
