@@ -103,9 +103,7 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         return "\n".join(lines + ["No extraction ablation found (results/ablation/extract/*/ablation.csv).", ""])
     head = ["task", "batch mode", "axis", "value", "estimator", "prefix length tau", "relative error",
             "ratio to local", "fallbacks", "recorded steps", "engine ops", "fit wall time (s)"]
-    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[h]) for h in head) + " |")
+    lines += style.markdown_table(head, rows)
     return "\n".join(lines) + "\n"
 
 

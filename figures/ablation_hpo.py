@@ -9,7 +9,6 @@ the final validation and test loss, the wall time of the run, and the fit fallba
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,9 +47,8 @@ def load(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     out = []
     for p in paths:
         p = Path(p)
-        try:
-            index = json.loads(p.read_text())
-        except (OSError, ValueError):
+        index = read_json(p)
+        if not index:
             continue
         for r in index.get("runs", []):
             summary = read_json(p.parent / r["path"] / "summary.json")
@@ -126,8 +124,7 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
                                   "ablation.hpo.enabled is false by default).", ""])
     head = ["task", "axis", "value", "n_seeds", "n_diverged", "validation loss (final)", "test loss (final)",
             "wall time (s)", "fallbacks", "windows"]
-    lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
+    lines += style.markdown_table(head, rows)
     return "\n".join(lines) + "\n"
 
 

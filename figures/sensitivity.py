@@ -9,7 +9,6 @@ learning rate averaged over layers in log space; the mean example weight of clea
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from figures import style
 from figures.agg import mean_std
-from figures.io import Run, load_run, to_float
+from figures.io import Run, load_run, read_json, to_float
 
 TABLE_FIELDS = ["task", "start", "starting value", "strategy", "n_seeds", "n_diverged", "test loss",
                 "learning rate (final)", "example weight, clean (final)", "example weight, flipped (final)"]
@@ -40,9 +39,8 @@ def load(paths: Sequence[str | Path]) -> list[tuple[dict[str, Any], dict[str, di
     out = []
     for p in paths:
         p = Path(p)
-        try:
-            index = json.loads(p.read_text())
-        except (OSError, ValueError):
+        index = read_json(p)
+        if not index:
             continue
         runs: dict[str, dict[int, Run]] = {}
         for r in index.get("runs", []):
@@ -118,8 +116,7 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         head = ["start", "starting value", "strategy", "n_seeds", "n_diverged", "test loss"] + (
             ["example weight, clean (final)", "example weight, flipped (final)"] if reweight
             else ["learning rate (final)"])
-        lines += [f"## task `{task}`", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-        lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rs]
+        lines += [f"## task `{task}`", ""] + style.markdown_table(head, rs)
         lines.append("")
     return "\n".join(lines)
 

@@ -238,6 +238,12 @@ def finite(a) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
+def markdown_table(head: list[str], rows: list[dict]) -> list[str]:
+    """A Markdown table: the header, its rule and one line per row (the row's values under ``head``)."""
+    return (["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+            + ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows])
+
+
 def fmt(x: float, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,9 +99,8 @@ def fit_health_totals(healths: list[dict[str, Any] | None]) -> dict[str, Any]:
             reasons[k] = reasons.get(k, 0) + int(n)
 
     def median_of(key):
-        xs = sorted(to_float(h.get(key)) for h in hs)
-        xs = [x for x in xs if math.isfinite(x)]
-        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2 if xs else math.nan
+        xs = [x for x in (to_float(h.get(key)) for h in hs) if math.isfinite(x)]
+        return statistics.median(xs) if xs else math.nan
 
     return {"fit_windows": sum(int(h["windows"]) for h in hs),
             "fit_fallbacks": sum(int(h.get("fallbacks") or 0) for h in hs),
